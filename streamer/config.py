@@ -1,0 +1,245 @@
+"""Settings: parsed once from the environment into a frozen, typed object.
+
+Every setting is declared once in ``_SETTINGS`` with its variable name, default and a parser that
+validates it. ``load(environ)`` either returns a complete ``Settings`` or raises ``ConfigError``
+naming the variable, the value and what is allowed. Values that end up inside a GStreamer
+pipeline description (device and socket paths, the RTSP path) are restricted to characters that
+cannot change a pipeline's structure, so nothing from the environment can inject elements.
+
+This module imports nothing from the rest of the project.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SYNTHETIC_CAMERA = "test"
+
+# Safe in a launch description even unquoted: no spaces, quotes, '!', '=', ',' or parentheses.
+_PATH_CHARS = r"[A-Za-z0-9_.:+@/-]"
+_DEVICE_RE = re.compile(rf"/dev/{_PATH_CHARS}+")
+_SOCKET_RE = re.compile(rf"/{_PATH_CHARS}+")
+_RTSP_PATH_RE = re.compile(r"(/[A-Za-z0-9_.~-]+)+")
+_TRUE = frozenset({"1", "true", "yes"})
+_FALSE = frozenset({"0", "false", "no"})
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+# Unknown variables with these prefixes are almost always typos of ours (ENABLE_RSTP=0).
+OWN_PREFIXES = ("ENABLE_", "VIDEO_", "RTSP_", "SHM_", "RESTART_", "STOP_")
+
+
+class ConfigError(ValueError):
+    """A setting is missing, malformed or out of range. The message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole configuration of the stack. Built by ``load``; never read from os.environ again."""
+
+    ssd_path: Path
+    enable_rtsp: bool
+    enable_video: bool
+    enable_images: bool
+    camera: str  # a /dev/... device path, or SYNTHETIC_CAMERA
+    video_fps: int
+    video_width: int
+    video_height: int
+    video_bitrate: int  # bit/s
+    shm_recorder_socket: str
+    shm_stream_socket: str
+    rtsp_port: int
+    rtsp_path: str
+    log_level: str
+    restart_delay_min_s: float
+    restart_delay_max_s: float
+    stop_grace_s: float
+
+    @property
+    def synthetic_camera(self) -> bool:
+        return self.camera == SYNTHETIC_CAMERA
+
+    @property
+    def frame_bytes(self) -> int:
+        """Size of one raw I420 frame (full-size luma plane plus two quarter-size chroma planes)."""
+        return self.video_width * self.video_height * 3 // 2
+
+    @property
+    def shm_sockets(self) -> tuple[str, str]:
+        return (self.shm_recorder_socket, self.shm_stream_socket)
+
+
+# --- value parsers: each takes the raw string and returns the typed value or raises ValueError
+# with the "what is allowed" part of the message.
+
+
+def _int_range(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip(), 10)
+        except ValueError:
+            raise ValueError(f"must be a whole number from {low} to {high}") from None
+        if not low <= value <= high:
+            raise ValueError(f"must be a whole number from {low} to {high}")
+        return value
+
+    return parse
+
+
+def _even_range(low: int, high: int) -> Callable[[str], int]:
+    as_int = _int_range(low, high)
+
+    def parse(raw: str) -> int:
+        value = as_int(raw)
+        if value % 2:
+            raise ValueError(f"must be an even number from {low} to {high} (I420 subsamples chroma 2x2)")
+        return value
+
+    return parse
+
+
+def _float_range(low: float, high: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise ValueError(f"must be a number of seconds from {low:g} to {high:g}") from None
+        if not low <= value <= high:  # also rejects nan
+            raise ValueError(f"must be a number of seconds from {low:g} to {high:g}")
+        return value
+
+    return parse
+
+
+def _bool(raw: str) -> bool:
+    word = raw.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise ValueError("must be one of 1, 0, true, false, yes, no")
+
+
+def _camera(raw: str) -> str:
+    if raw == SYNTHETIC_CAMERA or (_DEVICE_RE.fullmatch(raw) and ".." not in raw):
+        return raw
+    raise ValueError(
+        f"must be '{SYNTHETIC_CAMERA}' (synthetic camera) or a device path like /dev/video0 "
+        "(letters, digits and _ . : + @ / - only)"
+    )
+
+
+def _socket_path(raw: str) -> str:
+    if _SOCKET_RE.fullmatch(raw) and ".." not in raw and not raw.endswith("/"):
+        return raw
+    raise ValueError("must be an absolute file path of letters, digits and _ . : + @ / - only")
+
+
+def _rtsp_path(raw: str) -> str:
+    if _RTSP_PATH_RE.fullmatch(raw):
+        return raw
+    raise ValueError("must start with / and hold only letters, digits and _ . ~ - (e.g. /live)")
+
+
+def _log_level(raw: str) -> str:
+    level = raw.strip().upper()
+    if level in _LOG_LEVELS:
+        return level
+    raise ValueError("must be one of " + ", ".join(_LOG_LEVELS))
+
+
+def _ssd_path(raw: str) -> Path:
+    path = Path(raw)
+    if not raw or not path.is_absolute():
+        raise ValueError("must be an absolute directory path")
+    # The directory may not exist yet (the recorder creates it); its nearest existing ancestor
+    # must then be a directory we can write into.
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"must be a directory, but {existing} is not one")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"must be writable, but {existing} is not writable by this user")
+    return path
+
+
+@dataclass(frozen=True)
+class _Setting:
+    field: str
+    variable: str
+    default: str
+    parse: Callable[[str], Any]
+
+
+def _settings_table(home: str) -> tuple[_Setting, ...]:
+    return (
+        _Setting("ssd_path", "SSD_PATH", f"{home}/capture", _ssd_path),
+        _Setting("enable_rtsp", "ENABLE_RTSP", "1", _bool),
+        _Setting("enable_video", "ENABLE_VIDEO", "1", _bool),
+        _Setting("enable_images", "ENABLE_IMAGES", "1", _bool),
+        _Setting("camera", "CAMERA", "/dev/video0", _camera),
+        _Setting("video_fps", "VIDEO_FPS", "30", _int_range(1, 120)),
+        _Setting("video_width", "VIDEO_WIDTH", "1280", _even_range(16, 7680)),
+        _Setting("video_height", "VIDEO_HEIGHT", "720", _even_range(16, 4320)),
+        _Setting("video_bitrate", "VIDEO_BITRATE", "2000000", _int_range(10_000, 100_000_000)),
+        _Setting("shm_recorder_socket", "SHM_RECORDER_SOCKET", "/tmp/drone_cam_rec.sock", _socket_path),
+        _Setting("shm_stream_socket", "SHM_STREAM_SOCKET", "/tmp/drone_cam_str.sock", _socket_path),
+        _Setting("rtsp_port", "RTSP_PORT", "8554", _int_range(1, 65535)),
+        _Setting("rtsp_path", "RTSP_PATH", "/live", _rtsp_path),
+        _Setting("log_level", "LOG_LEVEL", "INFO", _log_level),
+        _Setting("restart_delay_min_s", "RESTART_DELAY_MIN_S", "1", _float_range(0.05, 600)),
+        _Setting("restart_delay_max_s", "RESTART_DELAY_MAX_S", "30", _float_range(0.05, 3600)),
+        _Setting("stop_grace_s", "STOP_GRACE_S", "5", _float_range(0.1, 120)),
+    )
+
+
+def variables() -> tuple[tuple[str, str], ...]:
+    """(variable, default) for every setting, in declaration order, with $HOME left symbolic."""
+    return tuple((s.variable, s.default) for s in _settings_table("$HOME"))
+
+
+def load(environ: Mapping[str, str]) -> Settings:
+    """Parse and validate every setting; raise ConfigError on the first bad one."""
+    table = _settings_table(environ.get("HOME") or str(Path.home()))
+    known = {s.variable for s in table}
+    for name in sorted(environ):
+        if name.startswith(OWN_PREFIXES) and name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"{name}={environ[name]!r}: unknown setting{hint}")
+
+    values: dict[str, Any] = {}
+    for setting in table:
+        raw = environ.get(setting.variable, setting.default)
+        try:
+            values[setting.field] = setting.parse(raw)
+        except ValueError as err:
+            raise ConfigError(f"{setting.variable}={raw!r}: {err}") from None
+
+    settings = Settings(**values)
+    if settings.restart_delay_max_s < settings.restart_delay_min_s:
+        raise ConfigError(
+            f"RESTART_DELAY_MAX_S={settings.restart_delay_max_s:g}: must not be below "
+            f"RESTART_DELAY_MIN_S={settings.restart_delay_min_s:g}"
+        )
+    if settings.shm_recorder_socket == settings.shm_stream_socket:
+        raise ConfigError(
+            f"SHM_STREAM_SOCKET={settings.shm_stream_socket!r}: must differ from SHM_RECORDER_SOCKET"
+        )
+    return settings
+
+
+def load_or_exit(environ: Mapping[str, str] = os.environ, program: str = "streamer") -> Settings:
+    """``load``, or one line on stderr and exit status 2: nothing has started yet."""
+    try:
+        return load(environ)
+    except ConfigError as err:
+        print(f"{program}: configuration error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

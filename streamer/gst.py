@@ -1,0 +1,157 @@
+"""GStreamer glue, in one place: initialisation, running a pipeline, probing a camera.
+
+Workers import this; the controller never does, so nothing it supervises can wedge it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import signal
+from collections.abc import Callable
+
+import gi
+
+gi.require_version("Gst", "1.0")
+from gi.repository import GLib, Gst  # noqa: E402
+
+from streamer.worker import EXIT_FAILURE, EXIT_OK  # noqa: E402
+
+Gst.init(None)
+
+_TYPE_ANNOTATION = re.compile(r"\(\w+\)")
+
+
+class PipelineRunner:
+    """Run one pipeline on a GLib main loop until it ends, fails, or the process is told to stop.
+
+    On SIGTERM/SIGINT the runner either sends EOS and waits (up to ``eos_timeout_s``) for it to
+    reach the sinks, so muxers can finalise their files, or stops at once (``send_eos=False``).
+    """
+
+    def __init__(
+        self,
+        description: str,
+        log: logging.Logger,
+        *,
+        send_eos: bool = False,
+        eos_timeout_s: float = 5.0,
+    ) -> None:
+        self.log = log
+        self.pipeline: Gst.Pipeline = Gst.parse_launch(description)
+        self.loop = GLib.MainLoop()
+        self.exit_code = EXIT_OK
+        self._send_eos = send_eos
+        self._eos_timeout_s = eos_timeout_s
+        self._stopping = False
+        self.on_element_message: Callable[[Gst.Message], None] | None = None
+
+    def element(self, name: str) -> Gst.Element:
+        element = self.pipeline.get_by_name(name)
+        if element is None:
+            raise LookupError(f"pipeline has no element named {name!r}")
+        return element
+
+    def run(self) -> int:
+        bus = self.pipeline.get_bus()
+        bus.add_signal_watch()
+        bus.connect("message", self._on_message)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            GLib.unix_signal_add(GLib.PRIORITY_HIGH, signum, self._on_signal, signum)
+        try:
+            if self.pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
+                # The error message with the reason is already on the bus.
+                self.exit_code = EXIT_FAILURE
+                self._drain_errors(bus)
+                return self.exit_code
+            self.loop.run()
+        finally:
+            self.pipeline.set_state(Gst.State.NULL)
+            bus.remove_signal_watch()
+        return self.exit_code
+
+    def stop(self, exit_code: int = EXIT_OK) -> None:
+        """Stop from the main loop: with EOS first if configured, else at once."""
+        if exit_code != EXIT_OK:
+            self.exit_code = exit_code
+        if self._stopping:
+            return
+        self._stopping = True
+        if not self._send_eos:
+            self.loop.quit()
+            return
+        self.log.info("finishing: sending end-of-stream")
+        self.pipeline.send_event(Gst.Event.new_eos())
+        GLib.timeout_add(int(self._eos_timeout_s * 1000), self._on_eos_timeout)
+
+    def _on_signal(self, signum: int) -> bool:
+        self.log.info("received %s, stopping", signal.Signals(signum).name)
+        self.stop()
+        return GLib.SOURCE_CONTINUE
+
+    def _on_eos_timeout(self) -> bool:
+        self.log.warning("end-of-stream did not arrive within %.1f s, stopping anyway", self._eos_timeout_s)
+        self.loop.quit()
+        return GLib.SOURCE_REMOVE
+
+    def _drain_errors(self, bus: Gst.Bus) -> None:
+        while (message := bus.pop_filtered(Gst.MessageType.ERROR)) is not None:
+            self._log_error(message)
+
+    def _log_error(self, message: Gst.Message) -> None:
+        error, debug = message.parse_error()
+        self.log.error("%s: %s", message.src.get_name(), error.message)
+        if debug:
+            self.log.debug("%s", debug)
+
+    def _on_message(self, _bus: Gst.Bus, message: Gst.Message) -> None:
+        kind = message.type
+        if kind == Gst.MessageType.ERROR:
+            self._log_error(message)
+            self.exit_code = EXIT_FAILURE
+            self.loop.quit()
+        elif kind == Gst.MessageType.EOS:
+            self.log.info("end of stream")
+            self.loop.quit()
+        elif kind == Gst.MessageType.WARNING:
+            warning, _debug = message.parse_warning()
+            self.log.warning("%s: %s", message.src.get_name(), warning.message)
+        elif kind == Gst.MessageType.ELEMENT and self.on_element_message is not None:
+            self.on_element_message(message)
+
+
+def add_buffer_probe(element: Gst.Element, pad_name: str, callback: Callable[[Gst.Buffer], None]) -> None:
+    """Call ``callback`` for every buffer through a pad (from a streaming thread)."""
+
+    def probe(_pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
+        callback(info.get_buffer())
+        return Gst.PadProbeReturn.OK
+
+    pad = element.get_static_pad(pad_name)
+    pad.add_probe(Gst.PadProbeType.BUFFER, probe)
+
+
+class DeviceError(RuntimeError):
+    pass
+
+
+def source_caps(factory: str, **properties: object) -> Gst.Caps:
+    """Open a source element just far enough (READY) to ask what it can produce."""
+    element = Gst.ElementFactory.make(factory, None)
+    for name, value in properties.items():
+        element.set_property(name, value)
+    bus = Gst.Bus.new()
+    element.set_bus(bus)
+    try:
+        if element.set_state(Gst.State.READY) == Gst.StateChangeReturn.FAILURE:
+            message = bus.pop_filtered(Gst.MessageType.ERROR)
+            reason = message.parse_error()[0].message if message else "cannot be opened"
+            raise DeviceError(reason)
+        return element.get_static_pad("src").query_caps(None)
+    finally:
+        element.set_state(Gst.State.NULL)
+
+
+def describe_caps(caps: Gst.Caps) -> list[str]:
+    """Each structure of ``caps`` as a readable line without GStreamer's type annotations."""
+    return [_TYPE_ANNOTATION.sub("", caps.get_structure(i).to_string()) for i in range(caps.get_size())]

@@ -1,0 +1,51 @@
+"""The status channel: how a worker tells the controller what it is doing.
+
+The controller hands each worker the write end of a pipe (``--status-fd N``). The worker writes
+one JSON object per line, each with an ``event`` field:
+
+- ``{"event": "ready"}``: the worker is doing its job (the feeder: frames are flowing).
+- ``{"event": "progress", ...counters}``: periodic counters, e.g. ``frames``.
+
+Lines are far shorter than PIPE_BUF, so writes from several threads never interleave. A worker
+run on its own has no channel and the writer does nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from typing import Any
+
+
+class StatusWriter:
+    def __init__(self, fd: int | None) -> None:
+        self._fd = fd
+        self._lock = threading.Lock()
+
+    def send(self, event: str, **fields: Any) -> None:
+        if self._fd is None:
+            return
+        line = json.dumps({"event": event, **fields}, separators=(",", ":")) + "\n"
+        with self._lock:
+            try:
+                os.write(self._fd, line.encode())
+            except OSError:  # the controller is gone; the worker will be stopped anyway
+                self._fd = None
+
+    def ready(self) -> None:
+        self.send("ready")
+
+    def progress(self, **counters: int) -> None:
+        self.send("progress", **counters)
+
+
+def parse_line(line: bytes) -> dict[str, Any] | None:
+    """One status line as a dict with an ``event``, or None for anything malformed."""
+    try:
+        message = json.loads(line)
+    except ValueError:
+        return None
+    if isinstance(message, dict) and isinstance(message.get("event"), str):
+        return message
+    return None

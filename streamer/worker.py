@@ -1,0 +1,36 @@
+"""What every worker process does before its real work: arguments, settings, logging, status.
+
+Each worker module has ``main()`` that calls ``run_worker(name, body)``. A worker can be run on
+its own (``python -m streamer.feeder``) or under the controller, which passes ``--status-fd``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Callable, Sequence
+
+from streamer import config, logs
+from streamer.config import Settings
+from streamer.status import StatusWriter
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+
+WorkerBody = Callable[[Settings, StatusWriter, logging.Logger], int]
+
+
+def run_worker(name: str, body: WorkerBody, argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=f"python -m streamer.{name}")
+    parser.add_argument(
+        "--status-fd",
+        type=int,
+        metavar="FD",
+        help="file descriptor to report status on (set by the controller)",
+    )
+    args = parser.parse_args(argv)
+    settings = config.load_or_exit(os.environ, program=name)
+    log = logs.setup(name, settings.log_level, relayed=args.status_fd is not None)
+    return body(settings, StatusWriter(args.status_fd), log)

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import Proc, shm_segments, short_tempdir, stack_env, wait_until
+
+
+def processes_using(workdir: Path) -> list[int]:
+    """Pids of live processes whose environment mentions ``workdir`` (our workers, by setting)."""
+    marker = str(workdir).encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker in (entry / "environ").read_bytes():
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state != "Z":
+                    pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    """A short-named directory for this test's sockets and SSD_PATH; checked for leftovers."""
+    path = short_tempdir()
+    segments_before = shm_segments()
+    yield path
+    try:
+        wait_until(lambda: not processes_using(path), 10, "the test's processes to end")
+        leaked = shm_segments() - segments_before
+        assert not leaked, f"shared memory segments left behind: {sorted(leaked)}"
+        sockets = sorted(p.name for p in path.glob("*.sock*"))
+        assert not sockets, f"socket files left behind: {sockets}"
+    finally:
+        for pid in processes_using(path):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def env(workdir: Path) -> dict[str, str]:
+    return stack_env(workdir)
+
+
+@pytest.fixture
+def start(workdir: Path) -> Iterator[Callable[..., Proc]]:
+    """Start ``python -m <module>``; anything still running at the end is stopped before the
+    ``workdir`` checks for leftovers run."""
+    started: list[Proc] = []
+
+    def launch(module: str, env: dict[str, str], *args: str) -> Proc:
+        proc = Proc(module, env, args)
+        started.append(proc)
+        return proc
+
+    yield launch
+    for proc in started:
+        if proc.popen.poll() is None:
+            proc.signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except Exception:
+                proc.kill_group()

@@ -1,0 +1,198 @@
+"""Test harness: real worker processes, real GStreamer readers, conditions with deadlines."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import gi
+
+gi.require_version("Gst", "1.0")
+from gi.repository import Gst  # noqa: E402
+
+from streamer import config, pipelines  # noqa: E402
+from streamer.config import Settings  # noqa: E402
+
+Gst.init(None)
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_WIDTH, TEST_HEIGHT, TEST_FPS = 320, 240, 30
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def stack_env(workdir: Path, **overrides: str) -> dict[str, str]:
+    """Environment for a small, fast stack whose sockets and files live in ``workdir``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(config.OWN_PREFIXES)}
+    env.update(
+        CAMERA="test",
+        VIDEO_WIDTH=str(TEST_WIDTH),
+        VIDEO_HEIGHT=str(TEST_HEIGHT),
+        VIDEO_FPS=str(TEST_FPS),
+        SSD_PATH=str(workdir / "ssd"),
+        SHM_RECORDER_SOCKET=str(workdir / "rec.sock"),
+        SHM_STREAM_SOCKET=str(workdir / "str.sock"),
+        RTSP_PORT=str(free_port()),
+        RESTART_DELAY_MIN_S="0.2",
+        RESTART_DELAY_MAX_S="2",
+        STOP_GRACE_S="5",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(overrides)
+    return env
+
+
+def short_tempdir() -> Path:
+    # Unix socket paths are limited to 107 bytes: pytest's tmp_path can be too long.
+    return Path(tempfile.mkdtemp(prefix="streamer-", dir="/tmp"))
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.05) -> object:
+    """Poll ``condition`` until it returns something truthy; fail with ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+class Proc:
+    """A ``python -m streamer.<module>`` process in its own session, its output collected."""
+
+    def __init__(self, module: str, env: dict[str, str], args: tuple[str, ...] = ()) -> None:
+        self.module = module
+        self.lines: list[str] = []
+        self._lock = threading.Lock()
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            with self._lock:
+                self.lines.append(line.rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        with self._lock:
+            return "\n".join(self.lines)
+
+    def matches(self, pattern: str) -> list[re.Match[str]]:
+        with self._lock:
+            lines = list(self.lines)
+        return [m for line in lines if (m := re.search(pattern, line))]
+
+    def wait_for(self, pattern: str, timeout: float = 20, count: int = 1) -> list[re.Match[str]]:
+        def enough() -> list[re.Match[str]] | None:
+            if self.popen.poll() is not None and len(self.matches(pattern)) < count:
+                self._reader.join(2)
+                if len(self.matches(pattern)) < count:
+                    raise AssertionError(
+                        f"{self.module} exited ({self.popen.returncode}) before logging {pattern!r}:\n"
+                        + self.output
+                    )
+            found = self.matches(pattern)
+            return found if len(found) >= count else None
+
+        try:
+            return wait_until(enough, timeout, f"{count} x {pattern!r} from {self.module}")  # type: ignore[return-value]
+        except AssertionError as err:
+            raise AssertionError(f"{err}\n--- output so far:\n{self.output}") from None
+
+    def signal(self, signum: int) -> None:
+        os.kill(self.popen.pid, signum)
+
+    def wait(self, timeout: float = 20) -> int:
+        code = self.popen.wait(timeout)
+        self._reader.join(5)
+        return code
+
+    def kill_group(self) -> None:
+        """Last resort cleanup: SIGKILL the whole session's process group."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait(10)
+        self._reader.join(5)
+
+
+def settings_for(env: dict[str, str]) -> Settings:
+    return config.load(env)
+
+
+class ShmReader:
+    """Reads a feeder socket in this process with ``shmsrc`` (as the recorder and RTSP worker
+    do) and records each frame's arrival time and size."""
+
+    def __init__(self, settings: Settings, socket_path: str) -> None:
+        description = (
+            f"{pipelines.shm_reader_source(settings, socket_path)} "
+            "! appsink name=out emit-signals=true sync=false max-buffers=4 drop=true"
+        )
+        self.pipeline = Gst.parse_launch(description)
+        self.arrivals: list[float] = []
+        self.sizes: set[int] = set()
+        self.caps: str | None = None
+        self.errors: list[str] = []
+        sink = self.pipeline.get_by_name("out")
+        sink.connect("new-sample", self._on_sample)
+        bus = self.pipeline.get_bus()
+        bus.enable_sync_message_emission()
+        bus.connect("sync-message::error", self._on_error)
+
+    def _on_sample(self, sink: Gst.Element) -> Gst.FlowReturn:
+        sample = sink.emit("pull-sample")
+        self.arrivals.append(time.monotonic())
+        self.sizes.add(sample.get_buffer().get_size())
+        if self.caps is None:
+            self.caps = sample.get_caps().to_string()
+        return Gst.FlowReturn.OK
+
+    def _on_error(self, _bus: Gst.Bus, message: Gst.Message) -> None:
+        self.errors.append(message.parse_error()[0].message)
+
+    def start(self) -> ShmReader:
+        self.pipeline.set_state(Gst.State.PLAYING)
+        return self
+
+    def stop(self) -> None:
+        self.pipeline.set_state(Gst.State.NULL)
+
+    def frames_between(self, start: float, end: float) -> int:
+        return sum(1 for t in list(self.arrivals) if start <= t < end)
+
+    def rate(self, seconds: float) -> float:
+        """Frames per second arriving over the next ``seconds``."""
+        start = time.monotonic()
+        time.sleep(seconds)  # a measurement window, not a wait for a condition
+        return self.frames_between(start, start + seconds) / seconds
+
+
+def shm_segments() -> set[str]:
+    return {p.name for p in Path("/dev/shm").glob("shmpipe.*")}

@@ -1,0 +1,136 @@
+"""Settings: defaults, a table of bad values, injection attempts, and the exit status 2 path."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from streamer import config, pipelines
+from tests.harness import ROOT
+
+
+def test_defaults(tmp_path: Path):
+    s = config.load({"HOME": str(tmp_path)})
+    assert s.ssd_path == tmp_path / "capture"
+    assert (s.enable_rtsp, s.enable_video, s.enable_images) == (True, True, True)
+    assert s.camera == "/dev/video0" and not s.synthetic_camera
+    assert (s.video_fps, s.video_width, s.video_height, s.video_bitrate) == (30, 1280, 720, 2_000_000)
+    assert s.shm_sockets == ("/tmp/drone_cam_rec.sock", "/tmp/drone_cam_str.sock")
+    assert (s.rtsp_port, s.rtsp_path) == (8554, "/live")
+    assert s.frame_bytes == 1_382_400
+
+
+def test_values_are_parsed(tmp_path: Path):
+    s = config.load(
+        {
+            "HOME": str(tmp_path),
+            "SSD_PATH": str(tmp_path / "new" / "dir"),
+            "ENABLE_RTSP": "no",
+            "ENABLE_VIDEO": "False",
+            "ENABLE_IMAGES": "yes",
+            "CAMERA": "/dev/v4l/by-id/usb-Cam_1.0:video-index0",
+            "VIDEO_FPS": " 60 ",
+            "RTSP_PATH": "/cam/front",
+            "LOG_LEVEL": "debug",
+        }
+    )
+    assert s.ssd_path == tmp_path / "new" / "dir"
+    assert (s.enable_rtsp, s.enable_video, s.enable_images) == (False, False, True)
+    assert s.camera == "/dev/v4l/by-id/usb-Cam_1.0:video-index0"
+    assert s.video_fps == 60 and s.rtsp_path == "/cam/front" and s.log_level == "DEBUG"
+
+
+INJECTION = "/dev/video0 ! filesink location=/tmp/x"
+
+BAD = [
+    ("VIDEO_FPS", "abc", "whole number from 1 to 120"),
+    ("VIDEO_FPS", "0", "whole number from 1 to 120"),
+    ("VIDEO_FPS", "-5", "whole number from 1 to 120"),
+    ("VIDEO_FPS", "30.5", "whole number"),
+    ("VIDEO_FPS", "1000", "from 1 to 120"),
+    ("VIDEO_FPS", "", "whole number"),
+    ("VIDEO_WIDTH", "1281", "even number"),
+    ("VIDEO_WIDTH", "0", "from 16 to 7680"),
+    ("VIDEO_WIDTH", "100000", "from 16 to 7680"),
+    ("VIDEO_HEIGHT", "719", "even number"),
+    ("VIDEO_HEIGHT", "-720", "from 16 to 4320"),
+    ("VIDEO_BITRATE", "2M", "whole number"),
+    ("VIDEO_BITRATE", "0", "from 10000 to 100000000"),
+    ("VIDEO_BITRATE", "99999999999", "from 10000 to 100000000"),
+    ("ENABLE_RTSP", "maybe", "one of 1, 0, true, false, yes, no"),
+    ("ENABLE_VIDEO", "2", "one of 1, 0"),
+    ("ENABLE_IMAGES", "on", "one of 1, 0"),
+    ("CAMERA", "video0", "device path like /dev/video0"),
+    ("CAMERA", "/tmp/video0", "device path"),
+    ("CAMERA", "/dev/../etc/passwd", "device path"),
+    ("CAMERA", INJECTION, "device path"),
+    ("CAMERA", '/dev/video0" ! fakesink', "device path"),
+    ("CAMERA", "/dev/video0,framerate=5/1", "device path"),
+    ("SSD_PATH", "capture", "absolute directory path"),
+    ("SSD_PATH", "", "absolute directory path"),
+    ("SSD_PATH", "/etc/hostname/capture", "must be a directory"),
+    ("SHM_RECORDER_SOCKET", "rec.sock", "absolute file path"),
+    ("SHM_RECORDER_SOCKET", "/tmp/a.sock ! fakesink", "absolute file path"),
+    ("SHM_STREAM_SOCKET", '/tmp/x" name=y', "absolute file path"),
+    ("SHM_STREAM_SOCKET", "/tmp/drone_cam_rec.sock", "must differ from SHM_RECORDER_SOCKET"),
+    ("RTSP_PORT", "0", "from 1 to 65535"),
+    ("RTSP_PORT", "70000", "from 1 to 65535"),
+    ("RTSP_PATH", "live", "must start with /"),
+    ("RTSP_PATH", "/live ( fakesink )", "must start with /"),
+    ("LOG_LEVEL", "verbose", "one of DEBUG, INFO"),
+    ("RESTART_DELAY_MIN_S", "nan", "number of seconds"),
+    ("RESTART_DELAY_MAX_S", "0.1", "must not be below RESTART_DELAY_MIN_S"),
+    ("STOP_GRACE_S", "-1", "number of seconds"),
+    ("ENABLE_RSTP", "0", "unknown setting (did you mean ENABLE_RTSP?)"),
+    ("VIDEO_FRAMERATE", "30", "unknown setting"),
+]
+
+
+@pytest.mark.parametrize(("variable", "value", "allowed"), BAD, ids=[f"{v}={x!r}" for v, x, _ in BAD])
+def test_bad_values_name_variable_value_and_what_is_allowed(tmp_path: Path, variable, value, allowed):
+    with pytest.raises(config.ConfigError) as caught:
+        config.load({"HOME": str(tmp_path), variable: value})
+    message = str(caught.value)
+    assert message.startswith(f"{variable}=") or variable in message
+    assert repr(value) in message or value in message
+    assert allowed in message
+
+
+def test_unwritable_ssd_path_is_rejected():
+    # /proc/sys is read-only for everyone, root included (the tests run as root in CI).
+    with pytest.raises(config.ConfigError, match=r"SSD_PATH='/proc/sys/capture': must be writable"):
+        config.load({"SSD_PATH": "/proc/sys/capture"})
+
+
+def test_validated_values_cannot_add_elements(tmp_path: Path):
+    """Whatever passes validation lands inside one quoted property value."""
+    s = config.load(
+        {"HOME": str(tmp_path), "CAMERA": "/dev/v4l/by-path/pci-0000:00:14.0-usb-0:1:1.0-video-index0"}
+    )
+    description = pipelines.feeder(s)
+    assert description.count("!") == pipelines.feeder(config.load({"HOME": str(tmp_path)})).count("!")
+
+
+@pytest.mark.parametrize("module", ["streamer.drone", "streamer.feeder"])
+@pytest.mark.parametrize(
+    ("variable", "value"), [("VIDEO_FPS", "abc"), ("CAMERA", INJECTION), ("VIDEO_WIDTH", "641")]
+)
+def test_programs_exit_2_with_one_line(tmp_path: Path, module, variable, value):
+    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", variable: value}
+    result = subprocess.run(
+        [sys.executable, "-m", module], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"{variable}={value!r}" in lines[0]
+    assert not Path("/tmp/x").exists()
+
+
+def test_readme_documents_every_setting():
+    readme = (ROOT / "README.md").read_text()
+    for variable, default in config.variables():
+        assert f"| `{variable}` | `{default}` |" in readme, variable

@@ -1,0 +1,81 @@
+"""The controller with real workers: start order, watchdog restarts, clean shutdown, backoff."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from pathlib import Path
+
+from tests.harness import ShmReader, settings_for, wait_until
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_killed_feeder_restarts_the_stack_and_sigterm_leaves_nothing(env, start, workdir: Path):
+    drone = start("streamer.drone", env)
+    first = int(drone.wait_for(r"started feeder \(pid (\d+)\)")[0].group(1))
+    drone.wait_for("stack is up")
+
+    os.kill(first, signal.SIGKILL)
+    drone.wait_for(r"feeder exited \(killed by SIGKILL\): stopping the stack")
+    drone.wait_for(rf"removed leaked shared memory .*shmpipe\.\s*{first}\.")
+    drone.wait_for("restarting the stack in")
+    second = int(drone.wait_for(r"started feeder \(pid (\d+)\)", count=2)[1].group(1))
+    assert second != first
+    drone.wait_for("stack is up", count=2)
+
+    # The restarted feeder serves frames on the configured paths again.
+    reader = ShmReader(settings_for(env), env["SHM_STREAM_SOCKET"]).start()
+    try:
+        wait_until(lambda: len(reader.arrivals) >= 5, 10, "frames after the restart")
+    finally:
+        reader.stop()
+
+    drone.signal(signal.SIGTERM)
+    assert drone.wait() == 0
+    assert not pid_alive(second)
+    assert "feeder stopped (exited with status 0)" in drone.output
+    assert not list(workdir.glob("*.sock*"))
+    # every line the feeder logged was relayed under its name
+    assert re.search(r"INFO +feeder: camera is delivering frames", drone.output)
+
+
+def test_sigint_stops_cleanly(env, start):
+    drone = start("streamer.drone", env)
+    feeder = int(drone.wait_for(r"started feeder \(pid (\d+)\)")[0].group(1))
+    drone.wait_for("stack is up")
+    drone.signal(signal.SIGINT)
+    assert drone.wait() == 0
+    assert not pid_alive(feeder)
+
+
+def test_missing_camera_retries_with_growing_pauses(env, start):
+    env.update(CAMERA="/dev/video77", RESTART_DELAY_MIN_S="0.1", RESTART_DELAY_MAX_S="0.8")
+    drone = start("streamer.drone", env)
+    delays = [
+        float(m.group(1)) for m in drone.wait_for(r"restarting the stack in ([\d.]+) s", count=6, timeout=30)
+    ]
+    assert "feeder: camera /dev/video77 does not exist" in drone.output
+    assert delays[:5] == [0.1, 0.2, 0.4, 0.8, 0.8]
+    drone.signal(signal.SIGTERM)
+    assert drone.wait() == 0
+
+
+def test_refuses_to_start_over_a_running_stack(env, start):
+    first = start("streamer.drone", env)
+    first.wait_for("stack is up")
+    second = start("streamer.drone", env)
+    assert second.wait() == 1
+    assert re.search(r"cannot start: .*rec.sock is being served by another process", second.output)
+    # ...and the running stack is untouched
+    assert first.popen.poll() is None
+    first.signal(signal.SIGTERM)
+    assert first.wait() == 0

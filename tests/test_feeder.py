@@ -1,0 +1,114 @@
+"""The real feeder with the synthetic camera, read back through both sockets with shmsrc."""
+
+from __future__ import annotations
+
+import signal
+import socket
+from pathlib import Path
+
+import pytest
+
+from tests.harness import TEST_FPS, TEST_HEIGHT, TEST_WIDTH, ShmReader, settings_for, wait_until
+
+FRAME_BYTES = TEST_WIDTH * TEST_HEIGHT * 3 // 2
+
+
+def assert_rate(fps: float, what: str) -> None:
+    assert 0.8 * TEST_FPS <= fps <= 1.1 * TEST_FPS, f"{what}: {fps:.1f} fps, expected ~{TEST_FPS}"
+
+
+def test_frames_arrive_at_configured_size_and_rate_on_both_sockets(env, start):
+    feeder = start("streamer.feeder", env)
+    feeder.wait_for("camera is delivering frames")
+    settings = settings_for(env)
+    readers = [ShmReader(settings, path).start() for path in settings.shm_sockets]
+    try:
+        for reader in readers:
+            wait_until(lambda r=reader: len(r.arrivals) >= 5, 10, "frames from the feeder")
+        rates = [reader.rate(3.0) for reader in readers]
+    finally:
+        for reader in readers:
+            reader.stop()
+    for reader, rate, name in zip(readers, rates, ("recorder socket", "stream socket"), strict=True):
+        assert not reader.errors, reader.errors
+        assert reader.sizes == {FRAME_BYTES}, f"{name}: frame sizes {reader.sizes}"
+        assert_rate(rate, name)
+    feeder.signal(signal.SIGTERM)
+    assert feeder.wait() == 0
+
+
+def test_a_stopped_reader_does_not_slow_the_other(env, start):
+    """One reader SIGSTOPped for 10 s (a frozen recorder): the other keeps the full frame rate,
+    and the stopped one gets frames again once it is continued."""
+    feeder = start("streamer.feeder", env)
+    feeder.wait_for("camera is delivering frames")
+    settings = settings_for(env)
+    frozen = start("tests.shm_count", env, settings.shm_recorder_socket)
+    live = ShmReader(settings, settings.shm_stream_socket).start()
+    try:
+        frozen.wait_for("frame", count=3)
+        wait_until(lambda: len(live.arrivals) >= 5, 10, "frames on the stream socket")
+        frozen.signal(signal.SIGSTOP)
+        rate_while_frozen = live.rate(10.0)
+        frames_before = len(frozen.matches("frame"))
+        frozen.signal(signal.SIGCONT)
+        frozen.wait_for("frame", count=frames_before + 2 * TEST_FPS)
+        assert_rate(live.rate(2.0), "stream socket after the other reader resumed")
+    finally:
+        frozen.signal(signal.SIGCONT)
+        live.stop()
+    assert not live.errors, live.errors
+    assert_rate(rate_while_frozen, "stream socket while the recorder reader was stopped")
+    assert feeder.popen.poll() is None, "the feeder died while a reader was stopped"
+
+
+def test_sigterm_leaves_no_socket_or_segment(env, start, workdir: Path):
+    feeder = start("streamer.feeder", env)
+    feeder.wait_for("camera is delivering frames")
+    assert sorted(p.name for p in workdir.glob("*.sock")) == ["rec.sock", "str.sock"]
+    feeder.signal(signal.SIGTERM)
+    assert feeder.wait() == 0
+    # the workdir fixture checks for sockets and /dev/shm segments left behind
+
+
+def test_stale_socket_file_is_replaced_not_sidestepped(env, start, workdir: Path):
+    """A socket file left by a killed writer must not push the new one to '<path>.0'."""
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(env["SHM_RECORDER_SOCKET"])
+    stale.close()  # the file stays, nobody listens: exactly what SIGKILL leaves
+    feeder = start("streamer.feeder", env)
+    feeder.wait_for("removed stale socket .*rec.sock")
+    feeder.wait_for("camera is delivering frames")
+    reader = ShmReader(settings_for(env), env["SHM_RECORDER_SOCKET"]).start()
+    try:
+        wait_until(lambda: len(reader.arrivals) >= 3, 10, "frames on the configured path")
+    finally:
+        reader.stop()
+    assert not list(workdir.glob("rec.sock.*"))
+
+
+def test_refuses_a_socket_another_process_serves(env, start):
+    busy = socket.socket(socket.AF_UNIX)
+    busy.bind(env["SHM_STREAM_SOCKET"])
+    busy.listen()
+    try:
+        feeder = start("streamer.feeder", env)
+        assert feeder.wait() == 1
+        assert "str.sock is being served by another process" in feeder.output
+    finally:
+        busy.close()
+        Path(env["SHM_STREAM_SOCKET"]).unlink()
+
+
+@pytest.mark.parametrize(
+    ("camera", "message"),
+    [
+        ("/dev/video42", "camera /dev/video42 does not exist"),
+        ("/dev/null", "camera /dev/null cannot be opened: .*isn't a v4l2 driver"),
+    ],
+)
+def test_missing_or_wrong_camera_is_named(env, start, camera, message):
+    env["CAMERA"] = camera
+    feeder = start("streamer.feeder", env)
+    assert feeder.wait() == 1
+    assert feeder.matches(message), feeder.output

@@ -1,0 +1,76 @@
+"""Pipeline descriptions as strings: pure functions of the settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streamer import config, pipelines
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> config.Settings:
+    return config.load({"HOME": str(tmp_path), "CAMERA": "/dev/video2", "VIDEO_FPS": "25"})
+
+
+def test_real_camera_asks_for_the_exact_mjpeg_mode(settings):
+    assert pipelines.camera_source(settings) == (
+        'v4l2src name=camera device="/dev/video2" ! image/jpeg,width=1280,height=720,framerate=25/1'
+    )
+
+
+def test_synthetic_camera_is_a_live_paced_mjpeg_source(settings):
+    source = pipelines.camera_source(config.load({"HOME": "/tmp", "CAMERA": "test"}))
+    assert source.startswith("videotestsrc name=camera is-live=true ")
+    assert "horizontal-speed=" in source  # moving content
+    assert source.endswith("! jpegenc quality=85 ! image/jpeg,width=1280,height=720,framerate=30/1")
+
+
+def test_feeder_decodes_once_and_fixes_format_without_holding_a_frame(settings):
+    description = pipelines.feeder(settings)
+    head, _, branches = description.partition(" ! tee name=split ")
+    assert head.endswith(
+        "! jpegdec ! videoconvert ! videorate drop-only=true "
+        "! video/x-raw,format=I420,width=1280,height=720,framerate=25/1"
+    )
+    assert branches.count("split. ! queue") == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "socket"), [("to_recorder", "/tmp/drone_cam_rec.sock"), ("to_stream", "/tmp/drone_cam_str.sock")]
+)
+def test_each_branch_drops_instead_of_blocking(settings, name, socket):
+    description = pipelines.feeder(settings)
+    branch = description.split(f"queue name={name}_queue ")[1].split(" split.")[0]
+    assert "leaky=downstream max-size-buffers=2 max-size-bytes=0 max-size-time=0" in branch
+    assert f'shmsink name={name} socket-path="{socket}"' in branch
+    assert "wait-for-connection=false" in branch
+    assert "sync=false" in branch
+
+
+def test_shm_area_holds_many_frames(settings):
+    assert pipelines.shm_area_bytes(settings) == 32 * 1_382_400
+    assert f"shm-size={32 * 1_382_400}" in pipelines.feeder(settings)
+
+
+def test_reader_source_restores_caps_and_timestamps(settings):
+    assert pipelines.shm_reader_source(settings, "/tmp/x.sock") == (
+        'shmsrc socket-path="/tmp/x.sock" is-live=true do-timestamp=true '
+        "! video/x-raw,format=I420,width=1280,height=720,framerate=25/1"
+    )
+
+
+def test_descriptions_parse(settings):
+    """Every description is valid launch syntax for the installed GStreamer."""
+    import gi
+
+    gi.require_version("Gst", "1.0")
+    from gi.repository import Gst
+
+    Gst.init(None)
+    for description in (
+        pipelines.feeder(settings),
+        pipelines.shm_reader_source(settings, "/tmp/x.sock") + " ! fakesink",
+    ):
+        assert Gst.parse_launch(description) is not None
