@@ -32,7 +32,7 @@ _FALSE = frozenset({"0", "false", "no"})
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 # Unknown variables with these prefixes are almost always typos of ours (ENABLE_RSTP=0).
-OWN_PREFIXES = ("ENABLE_", "VIDEO_", "RTSP_", "SHM_", "RESTART_", "STOP_")
+OWN_PREFIXES = ("ENABLE_", "VIDEO_", "RECORD_", "RTSP_", "SHM_", "RESTART_", "STOP_")
 
 
 class ConfigError(ValueError):
@@ -51,7 +51,8 @@ class Settings:
     video_fps: int
     video_width: int
     video_height: int
-    video_bitrate: int  # bit/s
+    video_bitrate: int  # bit/s, the RTSP stream
+    record_bitrate: int  # bit/s, the recorded MP4 chunks
     shm_recorder_socket: str
     shm_stream_socket: str
     rtsp_port: int
@@ -189,6 +190,7 @@ def _settings_table(home: str) -> tuple[_Setting, ...]:
         _Setting("video_width", "VIDEO_WIDTH", "1280", _even_range(16, 7680)),
         _Setting("video_height", "VIDEO_HEIGHT", "720", _even_range(16, 4320)),
         _Setting("video_bitrate", "VIDEO_BITRATE", "2000000", _int_range(10_000, 100_000_000)),
+        _Setting("record_bitrate", "RECORD_BITRATE", "4000000", _int_range(10_000, 100_000_000)),
         _Setting("shm_recorder_socket", "SHM_RECORDER_SOCKET", "/tmp/drone_cam_rec.sock", _socket_path),
         _Setting("shm_stream_socket", "SHM_STREAM_SOCKET", "/tmp/drone_cam_str.sock", _socket_path),
         _Setting("rtsp_port", "RTSP_PORT", "8554", _int_range(1, 65535)),

@@ -24,6 +24,7 @@ from streamer.supervisor import Child, ChildSet, RestartPolicy, WorkerSpec
 
 NAME = "drone"
 FEEDER = WorkerSpec("feeder", "streamer.feeder")
+RECORDER = WorkerSpec("recorder", "streamer.recorder")
 READY_TIMEOUT_S = 15.0
 WATCH_INTERVAL_S = 0.2
 
@@ -34,7 +35,9 @@ EXIT_ALREADY_RUNNING = 1
 def consumer_specs(settings: Settings) -> list[WorkerSpec]:
     """The workers that read the feeder's sockets, as enabled by the settings."""
     specs: list[WorkerSpec] = []
-    # The recorder (ENABLE_VIDEO / ENABLE_IMAGES) and the RTSP worker (ENABLE_RTSP) join here.
+    if settings.enable_video or settings.enable_images:
+        specs.append(RECORDER)
+    # The RTSP worker (ENABLE_RTSP) joins here.
     return specs
 
 

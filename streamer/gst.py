@@ -45,6 +45,8 @@ class PipelineRunner:
         self._eos_timeout_s = eos_timeout_s
         self._stopping = False
         self.on_element_message: Callable[[Gst.Message], None] | None = None
+        # Returns True if it handled the error (the pipeline goes on, e.g. to finish with EOS).
+        self.on_error: Callable[[Gst.Message], bool] | None = None
 
     def element(self, name: str) -> Gst.Element:
         element = self.pipeline.get_by_name(name)
@@ -70,10 +72,8 @@ class PipelineRunner:
             bus.remove_signal_watch()
         return self.exit_code
 
-    def stop(self, exit_code: int = EXIT_OK) -> None:
+    def stop(self) -> None:
         """Stop from the main loop: with EOS first if configured, else at once."""
-        if exit_code != EXIT_OK:
-            self.exit_code = exit_code
         if self._stopping:
             return
         self._stopping = True
@@ -82,6 +82,19 @@ class PipelineRunner:
             return
         self.log.info("finishing: sending end-of-stream")
         self.pipeline.send_event(Gst.Event.new_eos())
+        self._expect_eos()
+
+    def finish_after(self, element: Gst.Element) -> None:
+        """Finish with EOS when ``element``, a source, has failed and can no longer send it:
+        EOS is pushed into whatever follows it, so muxers downstream still finalise."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self.log.info("finishing: sending end-of-stream after %s", element.get_name())
+        element.get_static_pad("src").get_peer().send_event(Gst.Event.new_eos())
+        self._expect_eos()
+
+    def _expect_eos(self) -> None:
         GLib.timeout_add(int(self._eos_timeout_s * 1000), self._on_eos_timeout)
 
     def _on_signal(self, signum: int) -> bool:
@@ -109,7 +122,8 @@ class PipelineRunner:
         if kind == Gst.MessageType.ERROR:
             self._log_error(message)
             self.exit_code = EXIT_FAILURE
-            self.loop.quit()
+            if self.on_error is None or not self.on_error(message):
+                self.loop.quit()
         elif kind == Gst.MessageType.EOS:
             self.log.info("end of stream")
             self.loop.quit()

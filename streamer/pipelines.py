@@ -6,6 +6,7 @@ alter a pipeline's structure; paths are additionally quoted.
 
 from __future__ import annotations
 
+from streamer import storage
 from streamer.config import Settings
 
 # The shared-memory area must hold every frame a reader may still reference: a queue plus an
@@ -15,9 +16,21 @@ SHM_AREA_FRAMES = 32
 # Frames a feeder branch may buffer in front of a slow reader before it drops the oldest one.
 SHM_BRANCH_QUEUE_FRAMES = 2
 
+# Recorder: chunk length, and how much of an open chunk a crash can lose (fragment length).
+RECORD_CHUNK_S = 5.5
+RECORD_FRAGMENT_MS = 500
+# Encoded video the recorder may buffer while the disk is slow, before its raw input leaks.
+RECORD_WRITE_BUFFER_NS = 3_000_000_000
+# Raw frames the recorder's encoder branch buffers in front of x264 (taken from the shm area).
+RECORD_RAW_QUEUE_FRAMES = 6
+
 # Element names the workers look up by name.
 CAMERA_ELEMENT = "camera"
 TEE_ELEMENT = "split"
+SHM_INPUT_ELEMENT = "shm_input"
+RECORDER_TEE_ELEMENT = "record"
+VIDEO_SINK_ELEMENT = "video_chunks"
+IMAGE_SINK_ELEMENT = "snapshots"
 
 
 def raw_caps(s: Settings) -> str:
@@ -48,12 +61,15 @@ def camera_source(s: Settings) -> str:
     return f'v4l2src name={CAMERA_ELEMENT} device="{s.camera}" ! {jpeg_caps(s)}'
 
 
+def _leaky_queue(name: str, frames: int) -> str:
+    return f"queue name={name} leaky=downstream max-size-buffers={frames} max-size-bytes=0 max-size-time=0"
+
+
 def _shm_branch(s: Settings, socket_path: str, name: str) -> str:
     # The leaky queue is what keeps a slow or stopped reader from stalling the tee: shmsink
     # blocks when its area is full, the queue then drops the oldest frame instead of backing up.
     return (
-        f"queue name={name}_queue leaky=downstream max-size-buffers={SHM_BRANCH_QUEUE_FRAMES} "
-        "max-size-bytes=0 max-size-time=0 "
+        f"{_leaky_queue(f'{name}_queue', SHM_BRANCH_QUEUE_FRAMES)} "
         f'! shmsink name={name} socket-path="{socket_path}" shm-size={shm_area_bytes(s)} '
         "wait-for-connection=false sync=false async=false enable-last-sample=false"
     )
@@ -75,4 +91,75 @@ def feeder(s: Settings) -> str:
 
 def shm_reader_source(s: Settings, socket_path: str) -> str:
     """The start of every consumer: live, timestamped raw frames with the feeder's exact caps."""
-    return f'shmsrc socket-path="{socket_path}" is-live=true do-timestamp=true ! {raw_caps(s)}'
+    return (
+        f'shmsrc name={SHM_INPUT_ELEMENT} socket-path="{socket_path}" is-live=true do-timestamp=true '
+        f"! {raw_caps(s)}"
+    )
+
+
+def record_keyframes(fps: int) -> tuple[int, int]:
+    """(frames per GOP, GOPs per chunk) for chunks as close to RECORD_CHUNK_S as whole GOPs of
+    0.5 to 1 s allow: splitmuxsink can only split on a keyframe, and a crash loses at most the
+    open fragment. 30 fps: 15 x 11 = 165 frames = 5.500 s; 25 fps: 23 x 6 = 138 frames = 5.52 s;
+    15 fps: 14 x 6 = 5.6 s. Ties go to the longer GOP, which compresses better.
+    """
+    target = RECORD_CHUNK_S * fps
+
+    def error(gop: int) -> float:
+        return abs(max(1, round(target / gop)) * gop - target)
+
+    gop = min(range(fps, (fps - 1) // 2, -1), key=error)  # min keeps the first (longest) of equal errors
+    return gop, max(1, round(target / gop))
+
+
+def record_max_chunk_ns(fps: int) -> int:
+    """splitmuxsink's max-size-time: half a frame past the last GOP that belongs in a chunk."""
+    gop, gops = record_keyframes(fps)
+    return round((gop * gops + 0.5) * 1_000_000_000 / fps)
+
+
+def recorder(s: Settings, session_dir: str) -> str:
+    """Recorder socket → H.264 MP4 chunks and/or one JPEG per second, into ``session_dir``.
+
+    Video: x264 with a fixed keyframe interval (no scene-cut keyframes) chosen by
+    ``record_keyframes`` so that whole GOPs make up a 5.5 s chunk; splitmuxsink measures each
+    chunk from its own first frame. (Its ``send-keyframe-requests`` aims at running time from
+    0, which cuts the first chunk of a live source short.)
+
+    The muxer writes fragmented MP4, index first, and finalises it into a plain MP4 on EOS: a
+    chunk cut short by SIGKILL still plays up to its last 0.5 s fragment. The file sink is
+    unbuffered so finished fragments reach the kernel at once. (``muxer`` and ``sink`` are set
+    in the description: setting them later from Python is silently ignored.)
+
+    A leaky queue in front of the encoder drops raw frames while the disk is too slow; encoded
+    frames are never dropped, which would corrupt the stream.
+
+    ``session_dir`` is made by ``streamer.storage`` from the validated SSD_PATH.
+    """
+    branches = []
+    gop, _ = record_keyframes(s.video_fps)
+    if s.enable_video:
+        branches.append(
+            f"{_leaky_queue('video_queue', RECORD_RAW_QUEUE_FRAMES)} "
+            f"! x264enc name=video_encoder speed-preset=superfast bitrate={s.record_bitrate // 1000} "
+            f"key-int-max={gop} option-string=scenecut=0 "
+            "! h264parse "
+            f"! queue name=video_write_queue max-size-time={RECORD_WRITE_BUFFER_NS} max-size-bytes=0 "
+            "max-size-buffers=0 "
+            f'! splitmuxsink name={VIDEO_SINK_ELEMENT} location="{session_dir}/{storage.VIDEO_PATTERN}" '
+            f"max-size-time={record_max_chunk_ns(s.video_fps)} max-size-bytes=0 "
+            f'muxer="mp4mux fragment-duration={RECORD_FRAGMENT_MS} fragment-mode=first-moov-then-finalise" '
+            'sink="filesink buffer-mode=unbuffered"'
+        )
+    if s.enable_images:
+        branches.append(
+            f"{_leaky_queue('image_queue', 2)} ! videorate drop-only=true max-rate=1 "
+            "! jpegenc quality=90 "
+            f'! multifilesink name={IMAGE_SINK_ELEMENT} location="{session_dir}/{storage.IMAGE_PATTERN}" '
+            "post-messages=true"
+        )
+    if not branches:
+        raise ValueError("nothing to record: ENABLE_VIDEO and ENABLE_IMAGES are both off")
+    return f"{shm_reader_source(s, s.shm_recorder_socket)} ! tee name={RECORDER_TEE_ELEMENT} " + " ".join(
+        f"{RECORDER_TEE_ELEMENT}. ! {branch}" for branch in branches
+    )

@@ -56,7 +56,7 @@ def test_shm_area_holds_many_frames(settings):
 
 def test_reader_source_restores_caps_and_timestamps(settings):
     assert pipelines.shm_reader_source(settings, "/tmp/x.sock") == (
-        'shmsrc socket-path="/tmp/x.sock" is-live=true do-timestamp=true '
+        'shmsrc name=shm_input socket-path="/tmp/x.sock" is-live=true do-timestamp=true '
         "! video/x-raw,format=I420,width=1280,height=720,framerate=25/1"
     )
 
@@ -72,5 +72,35 @@ def test_descriptions_parse(settings):
     for description in (
         pipelines.feeder(settings),
         pipelines.shm_reader_source(settings, "/tmp/x.sock") + " ! fakesink",
+        pipelines.recorder(settings, "/tmp/session"),
     ):
         assert Gst.parse_launch(description) is not None
+
+
+def test_recorder_encodes_chunks_and_snapshots(settings):
+    description = pipelines.recorder(settings, "/ssd/00001_x")
+    assert description.startswith('shmsrc name=shm_input socket-path="/tmp/drone_cam_rec.sock" ')
+    video, images = description.split(" record. ! ")[1:]
+    assert video.startswith("queue name=video_queue leaky=downstream max-size-buffers=6 ")
+    assert "x264enc name=video_encoder speed-preset=superfast bitrate=4000 key-int-max=23 " in video
+    assert "option-string=scenecut=0" in video  # no extra keyframes: chunk lengths stay exact
+    assert 'location="/ssd/00001_x/video_%05d.mp4" max-size-time=5540000000 max-size-bytes=0' in video
+    assert 'muxer="mp4mux fragment-duration=500 fragment-mode=first-moov-then-finalise"' in video
+    assert 'sink="filesink buffer-mode=unbuffered"' in video
+    assert "videorate drop-only=true max-rate=1 ! jpegenc" in images
+    assert 'location="/ssd/00001_x/image_%06d.jpg" post-messages=true' in images
+
+
+@pytest.mark.parametrize(("video", "images", "branches"), [("1", "0", 1), ("0", "1", 1)])
+def test_recorder_branches_follow_the_settings(tmp_path, video, images, branches):
+    s = config.load({"HOME": str(tmp_path), "ENABLE_VIDEO": video, "ENABLE_IMAGES": images})
+    description = pipelines.recorder(s, "/ssd/x")
+    assert description.count("record. ! ") == branches
+    assert ("x264enc" in description) == (video == "1")
+    assert ("jpegenc" in description) == (images == "1")
+
+
+def test_recorder_with_nothing_to_record_is_an_error(tmp_path):
+    s = config.load({"HOME": str(tmp_path), "ENABLE_VIDEO": "0", "ENABLE_IMAGES": "0"})
+    with pytest.raises(ValueError, match="nothing to record"):
+        pipelines.recorder(s, "/ssd/x")

@@ -1,0 +1,73 @@
+"""Where recordings go under SSD_PATH, and the ``latest_*`` links. No GStreamer here.
+
+    SSD_PATH/
+      00001_2026-11-23T23-04-05Z/     one folder per recorder start ("session")
+        video_00000.mp4               H.264 MP4 chunks of 5.5 s, in time order
+        image_000000.jpg              one JPEG per second, in time order
+      drone_temp/
+        latest_video.mp4 -> ../00001_2026-11-23T23-04-05Z/video_00012.mp4
+        latest_image.jpg -> ../00001_2026-11-23T23-04-05Z/image_000067.jpg
+
+Session folders start with a sequence number so they sort in creation order even when the
+clock is wrong (companion computers often boot without a real-time clock), and are created
+exclusively, so nothing ever writes into an earlier session. Names avoid ':' so they survive
+FAT/exFAT media.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+LATEST_DIR = "drone_temp"
+LATEST_VIDEO = "latest_video.mp4"
+LATEST_IMAGE = "latest_image.jpg"
+VIDEO_PATTERN = "video_%05d.mp4"
+IMAGE_PATTERN = "image_%06d.jpg"
+
+_SESSION_RE = re.compile(r"(\d{5,})_")
+
+
+def session_name(sequence: int, started: float) -> str:
+    return f"{sequence:05d}_{time.strftime('%Y-%m-%dT%H-%M-%SZ', time.gmtime(started))}"
+
+
+def create_session_dir(ssd_path: Path, started: float | None = None) -> Path:
+    """Create and return a new, empty session folder numbered after every existing one."""
+    ssd_path.mkdir(parents=True, exist_ok=True)
+    started = time.time() if started is None else started
+    existing = [int(m.group(1)) for entry in os.listdir(ssd_path) if (m := _SESSION_RE.match(entry))]
+    sequence = max(existing, default=0) + 1
+    while True:
+        path = ssd_path / session_name(sequence, started)
+        try:
+            path.mkdir()  # exclusive: never reuse a folder, even one another process just made
+        except FileExistsError:
+            sequence += 1
+            continue
+        return path
+
+
+class LatestLinks:
+    """Repoints ``drone_temp/latest_*`` atomically, as relative links.
+
+    A reader never sees a missing or half-made link: the new link is made under a temporary
+    name in the same folder and renamed over the old one. Relative targets keep the links
+    working when the SSD is mounted elsewhere.
+    """
+
+    def __init__(self, ssd_path: Path) -> None:
+        self.directory = ssd_path / LATEST_DIR
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def point(self, link_name: str, target: str | os.PathLike[str]) -> Path:
+        link = self.directory / link_name
+        relative = os.path.relpath(Path(target).resolve(), self.directory.resolve())
+        temporary = self.directory / f".{link_name}.{os.getpid()}.tmp"
+        if temporary.is_symlink():
+            temporary.unlink()
+        os.symlink(relative, temporary)
+        os.replace(temporary, link)
+        return link

@@ -1,0 +1,291 @@
+"""The recorder in the real stack (synthetic camera), checked with FFmpeg's tools."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from streamer import pipelines, shm, storage
+from tests.harness import TEST_FPS, TEST_HEIGHT, TEST_WIDTH, Proc, shm_segments, short_tempdir, stack_env
+from tests.media import decodes_cleanly, jpeg_size, video_info
+
+RUN_SECONDS = 20
+CHUNK_S = 5.5
+LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
+
+
+def log_time(line: str) -> float:
+    match = LOG_TIME.match(line)
+    assert match, line
+    return datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+def sessions(ssd: Path) -> list[Path]:
+    return sorted(p for p in ssd.iterdir() if p.is_dir() and p.name != storage.LATEST_DIR)
+
+
+@dataclass
+class LinkWatch:
+    """Polls the latest_* links while the recorder runs and checks every target it sees."""
+
+    ssd: Path
+    problems: list[str] = field(default_factory=list)
+    targets: dict[str, set[str]] = field(default_factory=lambda: {"video": set(), "image": set()})
+    durations_when_linked: dict[str, float] = field(default_factory=dict)
+    polls: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        links = {
+            "video": self.ssd / storage.LATEST_DIR / storage.LATEST_VIDEO,
+            "image": self.ssd / storage.LATEST_DIR / storage.LATEST_IMAGE,
+        }
+        seen: dict[str, bool] = {"video": False, "image": False}
+        while not self._stop.is_set():
+            self.polls += 1
+            for kind, link in links.items():
+                try:
+                    target = os.readlink(link)
+                except FileNotFoundError:
+                    if seen[kind]:
+                        self.problems.append(f"{link.name} vanished")
+                    continue
+                seen[kind] = True
+                if os.path.isabs(target):
+                    self.problems.append(f"{link.name} -> {target} is absolute")
+                if target in self.targets[kind]:
+                    continue
+                self.targets[kind].add(target)
+                self._check(kind, link, target)
+            time.sleep(0.05)
+
+    def _check(self, kind: str, link: Path, target: str) -> None:
+        try:
+            if kind == "video":
+                codec, _w, _h, duration = video_info(link)  # through the link, as a user would
+                self.durations_when_linked[target] = duration
+                if codec != "h264":
+                    self.problems.append(f"{target}: {codec}")
+            else:
+                jpeg_size(link)
+        except (AssertionError, OSError) as err:
+            self.problems.append(f"{link.name} -> {target}: {err}")
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+@dataclass
+class Run:
+    ssd: Path
+    output: str
+    exit_code: int
+    recording_seconds: float
+    links: LinkWatch
+
+
+@pytest.fixture(scope="module")
+def run() -> Iterator[Run]:
+    """The whole stack with the recorder for ~20 s, the latest_* links polled all along."""
+    workdir = short_tempdir()
+    ssd = workdir / "ssd"
+    segments_before = shm_segments()
+    drone = Proc("streamer.drone", stack_env(workdir, ENABLE_RTSP="0"))
+    watch = LinkWatch(ssd)
+    poller = threading.Thread(target=watch.run, daemon=True)
+    try:
+        drone.wait_for("recorder: receiving frames")
+        poller.start()
+        time.sleep(RUN_SECONDS)  # the length of the recording under test, not a wait for a condition
+        drone.signal(signal.SIGTERM)
+        exit_code = drone.wait(30)
+    finally:
+        watch.stop()
+        if poller.is_alive():
+            poller.join(10)
+        if drone.popen.poll() is None:
+            drone.kill_group()
+    started = log_time(drone.matches(r".* recorder: receiving frames")[0].group(0))
+    finished = log_time(drone.matches(r".* recorder: end of stream")[0].group(0))
+    yield Run(ssd, drone.output, exit_code, finished - started, watch)
+    assert not (shm_segments() - segments_before)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def chunks_of(run: Run) -> list[Path]:
+    (session,) = sessions(run.ssd)
+    return sorted(session.glob("video_*.mp4"))
+
+
+def test_stack_stops_cleanly_and_recorder_finalises(run: Run):
+    assert run.exit_code == 0, run.output
+    assert "recorder stopped (exited with status 0)" in run.output
+    assert re.search(r"recorder: stopped: \d+ chunks and \d+ snapshots finished", run.output)
+
+
+def test_chunks_are_h264_of_5_5_s_and_cover_the_wall_time(run: Run):
+    chunks = chunks_of(run)
+    assert len(chunks) >= 3, chunks
+    infos = [video_info(chunk) for chunk in chunks]
+    for chunk, (codec, width, height, _duration) in zip(chunks, infos, strict=True):
+        assert (codec, width, height) == ("h264", TEST_WIDTH, TEST_HEIGHT), chunk
+        assert decodes_cleanly(chunk) == "", chunk
+    durations = [info[3] for info in infos]
+    for duration in durations[:-1]:
+        assert abs(duration - CHUNK_S) <= 0.1, durations
+    assert 0 < durations[-1] <= CHUNK_S + 0.1, durations
+    # One continuous timeline: the chunks add up to the time the recorder was recording.
+    assert abs(sum(durations) - run.recording_seconds) <= 0.5, (durations, run.recording_seconds)
+
+
+def test_one_jpeg_per_second_at_full_size(run: Run):
+    (session,) = sessions(run.ssd)
+    images = sorted(session.glob("image_*.jpg"))
+    expected = run.recording_seconds
+    assert expected - 1.5 <= len(images) <= expected + 1.5, (len(images), expected)
+    for image in images:
+        assert jpeg_size(image) == (TEST_WIDTH, TEST_HEIGHT), image
+
+
+def test_latest_links_always_resolve_to_complete_files(run: Run):
+    watch = run.links
+    assert watch.polls > 100
+    assert not watch.problems, watch.problems
+    # every finished chunk and (nearly) every snapshot was pointed at in turn
+    assert len(watch.targets["video"]) >= len(chunks_of(run)) - 1
+    assert len(watch.targets["image"]) >= RUN_SECONDS - 2
+    # A chunk was linked only once finished: it already had its final duration then.
+    latest_dir = run.ssd / storage.LATEST_DIR
+    for target, duration in watch.durations_when_linked.items():
+        assert duration == pytest.approx(video_info(latest_dir / target)[3], abs=0.01), target
+    video = latest_dir / storage.LATEST_VIDEO
+    assert video.resolve() == chunks_of(run)[-1].resolve()  # the last one, finalised on SIGTERM
+
+
+def wait_for_chunks(ssd: Path, count: int, timeout: float = 30) -> Path:
+    """Wait until ``count`` chunks are finished, then return the session folder."""
+    link = ssd / storage.LATEST_DIR / storage.LATEST_VIDEO
+    pattern = re.compile(r"video_(\d+)\.mp4$")
+
+    def finished() -> int:
+        try:
+            match = pattern.search(os.readlink(link))
+        except FileNotFoundError:
+            return 0
+        return int(match.group(1)) + 1 if match else 0
+
+    deadline = time.monotonic() + timeout
+    while finished() < count:
+        assert time.monotonic() < deadline, f"fewer than {count} chunks after {timeout} s"
+        time.sleep(0.05)
+    return link.resolve().parent
+
+
+def seconds_into_open_chunk(session: Path, seconds: float, timeout: float = 20) -> None:
+    """Wait until the open chunk holds about ``seconds`` of video, judged by the snapshots
+    finished since the last chunk was (one per second, written as frames arrive)."""
+    chunk_images = len(list(session.glob("image_*.jpg")))
+    deadline = time.monotonic() + timeout
+    while len(list(session.glob("image_*.jpg"))) < chunk_images + seconds:
+        assert time.monotonic() < deadline, "snapshots stopped arriving"
+        time.sleep(0.05)
+
+
+def test_sigkill_mid_chunk_keeps_every_chunk_playable_and_restart_overwrites_nothing(env, start):
+    ssd = Path(env["SSD_PATH"])
+    drone = start("streamer.drone", env | {"ENABLE_RTSP": "0"})
+    drone.wait_for("recorder: receiving frames")
+    session = wait_for_chunks(ssd, 1)
+    seconds_into_open_chunk(session, 3)
+    recorder_pid = int(drone.matches(r"started recorder \(pid (\d+)\)")[0].group(1))
+    os.kill(recorder_pid, signal.SIGKILL)
+    drone.wait_for(r"recorder exited \(killed by SIGKILL\)")
+    drone.wait_for("recorder: receiving frames", count=2)  # the watchdog restarted the stack
+    files_after_kill = {p: p.stat().st_size for p in session.iterdir()}
+    wait_for_chunks(ssd, 1)  # the new session's first chunk
+    drone.signal(signal.SIGTERM)
+    assert drone.wait() == 0
+
+    first, second = sessions(ssd)
+    assert first == session and second != first
+    # nothing in the first session changed after the kill
+    assert {p: p.stat().st_size for p in first.iterdir()} == files_after_kill
+    chunks = sorted(first.glob("video_*.mp4"))
+    assert len(chunks) == 2, chunks
+    for chunk in chunks:
+        assert decodes_cleanly(chunk) == "", chunk
+    closed, interrupted = (video_info(c)[3] for c in chunks)
+    assert abs(closed - CHUNK_S) <= 0.1
+    # ~3 s were in the open chunk when it was killed; fragments of 0.5 s bound the loss to ~1 s
+    assert interrupted >= 1.5, f"only {interrupted:.2f} s of the interrupted chunk survived"
+
+
+def test_losing_the_feeder_finalises_the_open_chunk(env, start):
+    ssd = Path(env["SSD_PATH"])
+    feeder = start("streamer.feeder", env)
+    feeder.wait_for("camera is delivering frames")
+    recorder = start("streamer.recorder", env)
+    recorder.wait_for("receiving frames")
+    session = wait_for_chunks(ssd, 1)
+    seconds_into_open_chunk(session, 2)
+    feeder.signal(signal.SIGKILL)
+    recorder.wait_for("lost the feeder: finalising the open chunk")
+    assert recorder.wait() == 1  # its input is gone: under the controller, the stack restarts
+    assert "end of stream" in recorder.output
+    feeder.wait()
+    for stale in (env["SHM_RECORDER_SOCKET"], env["SHM_STREAM_SOCKET"]):
+        os.unlink(stale)  # what the killed feeder left (the controller removes these)
+    shm.remove_segments_of([feeder.popen.pid])
+
+    chunks = sorted(session.glob("video_*.mp4"))
+    assert len(chunks) == 2
+    for chunk in chunks:
+        assert decodes_cleanly(chunk) == "", chunk
+    last = video_info(chunks[-1])[3]
+    assert last >= 2.0, f"the finalised chunk holds only {last:.2f} s"
+    link = ssd / storage.LATEST_DIR / storage.LATEST_VIDEO
+    assert link.resolve() == chunks[-1].resolve()
+
+
+def test_images_only_records_no_video(env, start):
+    env.update(ENABLE_VIDEO="0", ENABLE_RTSP="0")
+    ssd = Path(env["SSD_PATH"])
+    drone = start("streamer.drone", env)
+    drone.wait_for("recorder: recording images into")
+    link = ssd / storage.LATEST_DIR / storage.LATEST_IMAGE
+    deadline = time.monotonic() + 20
+    while not (link.exists() and link.resolve().name >= "image_000002.jpg"):
+        assert time.monotonic() < deadline, "no third snapshot"
+        time.sleep(0.05)
+    drone.signal(signal.SIGTERM)
+    assert drone.wait() == 0
+    (session,) = sessions(ssd)
+    assert not list(session.glob("*.mp4"))
+    assert len(list(session.glob("image_*.jpg"))) >= 3
+
+
+def test_recorder_is_not_started_with_video_and_images_off(env, start):
+    env.update(ENABLE_VIDEO="0", ENABLE_IMAGES="0", ENABLE_RTSP="0")
+    drone = start("streamer.drone", env)
+    drone.wait_for("stack is up: feeder$")
+    drone.signal(signal.SIGTERM)
+    assert drone.wait() == 0
+    assert "recorder" not in drone.output
+
+
+def test_other_frame_rates_keep_chunks_close_to_5_5_s():
+    for fps in (10, 15, 24, 25, 30, 50, 60, 120):
+        gop, gops = pipelines.record_keyframes(fps)
+        assert gop <= fps and 2 * gop >= fps, (fps, gop)  # keyframes every 0.5 to 1 s
+        assert abs(gop * gops / fps - CHUNK_S) <= 0.1, (fps, gop, gops)
+    assert pipelines.record_keyframes(TEST_FPS) == (15, 11)

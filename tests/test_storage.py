@@ -1,0 +1,75 @@
+"""Recording layout and latest_* links (no GStreamer)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from pathlib import Path
+
+from streamer import storage
+
+T0 = 1_795_000_000.0  # 2026-11-18T11:06:40Z
+
+
+def test_sessions_are_numbered_in_creation_order_even_when_the_clock_goes_back(tmp_path: Path):
+    first = storage.create_session_dir(tmp_path, started=T0)
+    second = storage.create_session_dir(tmp_path, started=0.0)  # no RTC: 1970 after a reboot
+    assert first.name == "00001_2026-11-18T11-06-40Z"
+    assert second.name == "00002_1970-01-01T00-00-00Z"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [first.name, second.name]
+
+
+def test_a_session_folder_is_never_reused(tmp_path: Path):
+    (tmp_path / storage.session_name(1, T0)).mkdir()
+    (tmp_path / "00001_2026-11-18T11-06-40Z" / "video_00000.mp4").write_bytes(b"old")
+    made = {storage.create_session_dir(tmp_path, started=T0) for _ in range(3)}
+    assert len(made) == 3
+    assert all(not any(p.iterdir()) for p in made)
+    assert (tmp_path / "00001_2026-11-18T11-06-40Z" / "video_00000.mp4").read_bytes() == b"old"
+
+
+def test_names_avoid_characters_fat_cannot_hold(tmp_path: Path):
+    assert not set(storage.session_name(12, T0)) & set(':*?"<>|\\')
+
+
+def test_links_are_relative_and_survive_a_move(tmp_path: Path):
+    ssd = tmp_path / "ssd"
+    session = storage.create_session_dir(ssd, started=T0)
+    chunk = session / "video_00000.mp4"
+    chunk.write_bytes(b"chunk")
+    link = storage.LatestLinks(ssd).point(storage.LATEST_VIDEO, chunk)
+    assert os.readlink(link) == f"../{session.name}/video_00000.mp4"
+    moved = shutil.move(str(ssd), str(tmp_path / "mounted-elsewhere"))
+    assert (Path(moved) / storage.LATEST_DIR / storage.LATEST_VIDEO).read_bytes() == b"chunk"
+
+
+def test_repointing_is_atomic_for_a_concurrent_reader(tmp_path: Path):
+    session = storage.create_session_dir(tmp_path, started=T0)
+    links = storage.LatestLinks(tmp_path)
+    targets = []
+    for i in range(20):
+        target = session / f"image_{i:06d}.jpg"
+        target.write_bytes(b"jpeg")
+        targets.append(target)
+    links.point(storage.LATEST_IMAGE, targets[0])
+    link = links.directory / storage.LATEST_IMAGE
+    failures = []
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            try:
+                link.read_bytes()
+            except OSError as err:
+                failures.append(err)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    for _ in range(100):
+        for target in targets:
+            links.point(storage.LATEST_IMAGE, target)
+    done.set()
+    reader.join()
+    assert not failures
+    assert sorted(p.name for p in links.directory.iterdir()) == [storage.LATEST_IMAGE]  # no temp left
