@@ -25,6 +25,7 @@ from streamer.supervisor import Child, ChildSet, RestartPolicy, WorkerSpec
 NAME = "drone"
 FEEDER = WorkerSpec("feeder", "streamer.feeder")
 RECORDER = WorkerSpec("recorder", "streamer.recorder")
+RTSP = WorkerSpec("rtsp", "streamer.rtsp")
 READY_TIMEOUT_S = 15.0
 WATCH_INTERVAL_S = 0.2
 
@@ -37,7 +38,8 @@ def consumer_specs(settings: Settings) -> list[WorkerSpec]:
     specs: list[WorkerSpec] = []
     if settings.enable_video or settings.enable_images:
         specs.append(RECORDER)
-    # The RTSP worker (ENABLE_RTSP) joins here.
+    if settings.enable_rtsp:
+        specs.append(RTSP)
     return specs
 
 
@@ -99,10 +101,8 @@ class Controller:
     def _run_stack(self) -> None:
         self._clear_leftovers()
         self.policy.started()
-        feeder = self._start(FEEDER)
-        self._wait_ready(feeder)
-        for spec in consumer_specs(self.settings):
-            self._start(spec)
+        self._wait_ready([self._start(FEEDER)])
+        self._wait_ready([self._start(spec) for spec in consumer_specs(self.settings)])
         self.log.info("stack is up: %s", ", ".join(child.name for child in self.children.children))
         while not self._stop_requested:
             self.children.pump(WATCH_INTERVAL_S)
@@ -119,16 +119,21 @@ class Controller:
         self.log.info("started %s (pid %d)", spec.name, child.pid)
         return child
 
-    def _wait_ready(self, child: Child) -> None:
+    def _wait_ready(self, children: list[Child]) -> None:
+        """Wait until every one of ``children`` has reported ready (the feeder: frames flow; the
+        recorder: frames arrive; the RTSP worker: it listens)."""
+        waiting = list(children)
         deadline = time.monotonic() + READY_TIMEOUT_S
-        while not self._stop_requested:
+        while waiting and not self._stop_requested:
             self.children.pump(WATCH_INTERVAL_S)
-            if any(event["event"] == "ready" for event in child.take_events()):
-                return
-            if child.has_exited():
-                raise StackFailed(f"{child.name} exited before it was ready ({child.describe_exit()})")
-            if time.monotonic() > deadline:
-                raise StackFailed(f"{child.name} was not ready within {READY_TIMEOUT_S:.0f} s")
+            for child in list(waiting):
+                if any(event["event"] == "ready" for event in child.take_events()):
+                    waiting.remove(child)
+                elif child.has_exited():
+                    raise StackFailed(f"{child.name} exited before it was ready ({child.describe_exit()})")
+            if waiting and time.monotonic() > deadline:
+                names = ", ".join(child.name for child in waiting)
+                raise StackFailed(f"{names} not ready within {READY_TIMEOUT_S:.0f} s")
 
     def _stop_stack(self) -> None:
         running = self.children.children

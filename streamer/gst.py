@@ -13,9 +13,14 @@ from collections.abc import Callable
 import gi
 
 gi.require_version("Gst", "1.0")
-from gi.repository import GLib, Gst  # noqa: E402
+gi.require_version("GstVideo", "1.0")
+gi.require_version("GstRtsp", "1.0")
+gi.require_version("GstRtspServer", "1.0")
+from gi.repository import GLib, Gst, GstRtsp, GstRtspServer, GstVideo  # noqa: E402
 
 from streamer.worker import EXIT_FAILURE, EXIT_OK  # noqa: E402
+
+__all__ = ["GLib", "Gst", "GstRtsp", "GstRtspServer", "GstVideo"]  # the one place gi is imported
 
 Gst.init(None)
 
@@ -58,8 +63,7 @@ class PipelineRunner:
         bus = self.pipeline.get_bus()
         bus.add_signal_watch()
         bus.connect("message", self._on_message)
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            GLib.unix_signal_add(GLib.PRIORITY_HIGH, signum, self._on_signal, signum)
+        on_stop_signals(self._on_signal, self.log)
         try:
             if self.pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
                 # The error message with the reason is already on the bus.
@@ -97,10 +101,8 @@ class PipelineRunner:
     def _expect_eos(self) -> None:
         GLib.timeout_add(int(self._eos_timeout_s * 1000), self._on_eos_timeout)
 
-    def _on_signal(self, signum: int) -> bool:
-        self.log.info("received %s, stopping", signal.Signals(signum).name)
+    def _on_signal(self) -> None:
         self.stop()
-        return GLib.SOURCE_CONTINUE
 
     def _on_eos_timeout(self) -> bool:
         self.log.warning("end-of-stream did not arrive within %.1f s, stopping anyway", self._eos_timeout_s)
@@ -132,6 +134,18 @@ class PipelineRunner:
             self.log.warning("%s: %s", message.src.get_name(), warning.message)
         elif kind == Gst.MessageType.ELEMENT and self.on_element_message is not None:
             self.on_element_message(message)
+
+
+def on_stop_signals(callback: Callable[[], None], log: logging.Logger) -> None:
+    """Call ``callback`` from the main loop on SIGTERM or SIGINT."""
+
+    def handler(signum: int) -> bool:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        callback()
+        return GLib.SOURCE_CONTINUE
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        GLib.unix_signal_add(GLib.PRIORITY_HIGH, signum, handler, signum)
 
 
 def add_buffer_probe(element: Gst.Element, pad_name: str, callback: Callable[[Gst.Buffer], None]) -> None:

@@ -24,12 +24,20 @@ RECORD_WRITE_BUFFER_NS = 3_000_000_000
 # Raw frames the recorder's encoder branch buffers in front of x264 (taken from the shm area).
 RECORD_RAW_QUEUE_FRAMES = 6
 
+# RTSP: the stream's keyframe interval, and the frames queued in front of its encoder (one:
+# a late frame is dropped rather than delayed).
+STREAM_KEYFRAME_INTERVAL_S = 1
+STREAM_QUEUE_FRAMES = 1
+RTP_PAYLOAD_TYPE = 96
+
 # Element names the workers look up by name.
 CAMERA_ELEMENT = "camera"
 TEE_ELEMENT = "split"
 SHM_INPUT_ELEMENT = "shm_input"
 RECORDER_TEE_ELEMENT = "record"
 VIDEO_SINK_ELEMENT = "video_chunks"
+STREAM_ENCODER_ELEMENT = "stream_encoder"
+PAYLOADER_ELEMENT = "pay0"  # the name gst-rtsp-server looks for
 IMAGE_SINK_ELEMENT = "snapshots"
 
 
@@ -162,4 +170,23 @@ def recorder(s: Settings, session_dir: str) -> str:
         raise ValueError("nothing to record: ENABLE_VIDEO and ENABLE_IMAGES are both off")
     return f"{shm_reader_source(s, s.shm_recorder_socket)} ! tee name={RECORDER_TEE_ELEMENT} " + " ".join(
         f"{RECORDER_TEE_ELEMENT}. ! {branch}" for branch in branches
+    )
+
+
+def rtsp_media(s: Settings) -> str:
+    """Stream socket → low-latency H.264 → RTP, the media of the shared RTSP factory.
+
+    zerolatency: no look-ahead, no frame threads, no B-frames (x264's delay is zero frames).
+    A keyframe every second, and on demand for each new viewer (forced from the worker);
+    h264parse puts SPS/PPS in front of every IDR so a viewer can start decoding at any
+    keyframe, and the payloader sends them with the IDR in one packet (STAP-A) without waiting.
+    ``bitrate`` is in kbit/s; VIDEO_BITRATE is in bit/s.
+    """
+    return (
+        f"{shm_reader_source(s, s.shm_stream_socket)} "
+        f"! {_leaky_queue('stream_queue', STREAM_QUEUE_FRAMES)} "
+        f"! x264enc name={STREAM_ENCODER_ELEMENT} tune=zerolatency speed-preset=ultrafast bframes=0 "
+        f"key-int-max={s.video_fps * STREAM_KEYFRAME_INTERVAL_S} bitrate={max(1, s.video_bitrate // 1000)} "
+        "! h264parse config-interval=-1 "
+        f"! rtph264pay name={PAYLOADER_ELEMENT} pt={RTP_PAYLOAD_TYPE} aggregate-mode=zero-latency"
     )

@@ -59,8 +59,8 @@ def start(workdir: Path) -> Iterator[Callable[..., Proc]]:
     ``workdir`` checks for leftovers run."""
     started: list[Proc] = []
 
-    def launch(module: str, env: dict[str, str], *args: str) -> Proc:
-        proc = Proc(module, env, args)
+    def launch(module: str, env: dict[str, str], *args: str, prefix: tuple[str, ...] = ()) -> Proc:
+        proc = Proc(module, env, args, prefix)
         started.append(proc)
         return proc
 

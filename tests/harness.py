@@ -76,12 +76,14 @@ def wait_until(condition: Callable[[], object], timeout: float, what: str, inter
 class Proc:
     """A ``python -m streamer.<module>`` process in its own session, its output collected."""
 
-    def __init__(self, module: str, env: dict[str, str], args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, module: str, env: dict[str, str], args: tuple[str, ...] = (), prefix: tuple[str, ...] = ()
+    ) -> None:
         self.module = module
         self.lines: list[str] = []
         self._lock = threading.Lock()
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", module, *args],
+            [*prefix, sys.executable, "-m", module, *args],
             cwd=ROOT,
             env=env,
             stdin=subprocess.DEVNULL,

@@ -73,6 +73,7 @@ def test_descriptions_parse(settings):
         pipelines.feeder(settings),
         pipelines.shm_reader_source(settings, "/tmp/x.sock") + " ! fakesink",
         pipelines.recorder(settings, "/tmp/session"),
+        pipelines.rtsp_media(settings),
     ):
         assert Gst.parse_launch(description) is not None
 
@@ -104,3 +105,15 @@ def test_recorder_with_nothing_to_record_is_an_error(tmp_path):
     s = config.load({"HOME": str(tmp_path), "ENABLE_VIDEO": "0", "ENABLE_IMAGES": "0"})
     with pytest.raises(ValueError, match="nothing to record"):
         pipelines.recorder(s, "/ssd/x")
+
+
+def test_rtsp_media_is_low_latency_h264_for_a_shared_factory(settings):
+    description = pipelines.rtsp_media(settings)
+    assert description.startswith('shmsrc name=shm_input socket-path="/tmp/drone_cam_str.sock" ')
+    assert "! queue name=stream_queue leaky=downstream max-size-buffers=1 " in description
+    assert (
+        "! x264enc name=stream_encoder tune=zerolatency speed-preset=ultrafast bframes=0 "
+        "key-int-max=25 bitrate=2000 "  # one keyframe a second at 25 fps; 2,000,000 bit/s in kbit/s
+    ) in description
+    assert "! h264parse config-interval=-1 " in description  # SPS/PPS before every IDR
+    assert description.endswith("! rtph264pay name=pay0 pt=96 aggregate-mode=zero-latency")

@@ -1,0 +1,235 @@
+"""RTSP worker: serves the stream socket at rtsp://<host>:RTSP_PORT/RTSP_PATH.
+
+Run on its own with ``python -m streamer.rtsp`` (the feeder must be running for viewers to get
+video). One shared media factory: a single encoder, started with the first viewer, feeds every
+viewer. RTP over UDP by default, interleaved in the RTSP connection over TCP for clients that
+ask for it or whose UDP is blocked (multicast is not offered).
+
+A viewer joining mid-stream gets a keyframe forced for it at PLAY, so its first picture comes
+in tens of milliseconds instead of up to a keyframe interval later; ``KeyframePacer`` keeps a
+crowd of joiners from flooding the stream with keyframes. When the feeder goes away, the
+viewers are disconnected and the media dropped, so the next viewer gets a fresh pipeline on the
+feeder's next run.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from streamer import gst, pipelines
+from streamer.config import Settings
+from streamer.gst import GLib, Gst, GstRtsp, GstRtspServer, GstVideo
+from streamer.status import StatusWriter
+from streamer.worker import EXIT_FAILURE, EXIT_OK, run_worker
+
+NAME = "rtsp"
+PROGRESS_INTERVAL_S = 1.0
+# At most one forced keyframe per this interval; joiners in between share the next one.
+FORCED_KEYFRAME_MIN_INTERVAL_S = 0.5
+
+
+class KeyframePacer:
+    """Decides when to force a keyframe for new viewers.
+
+    The first request in a quiet period is served at once. Requests within
+    ``min_interval_s`` of the last forced keyframe are merged into one more keyframe at the end
+    of that interval: every joiner gets a keyframe soon, the stream gets at most one extra
+    keyframe per interval however many join.
+    """
+
+    def __init__(self, min_interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.min_interval_s = min_interval_s
+        self._clock = clock
+        self._last_forced: float | None = None
+        self._scheduled = False
+
+    def request(self) -> float | None:
+        """A viewer needs a keyframe: seconds until it should be forced (0: now), or None when
+        one is already scheduled that will serve this viewer too."""
+        if self._scheduled:
+            return None
+        now = self._clock()
+        if self._last_forced is None or now - self._last_forced >= self.min_interval_s:
+            return 0.0
+        self._scheduled = True
+        return self._last_forced + self.min_interval_s - now
+
+    def forced(self) -> None:
+        self._last_forced = self._clock()
+        self._scheduled = False
+
+
+@dataclass
+class Viewer:
+    number: int
+    address: str
+    transport: str = "?"
+    playing: bool = False
+
+    def __str__(self) -> str:
+        return f"viewer {self.number} ({self.address})"
+
+
+def _lower_transport(ctx: GstRtspServer.RTSPContext) -> str:
+    """UDP, TCP or multicast, as negotiated in SETUP for the session's first stream."""
+    try:
+        transport = ctx.sessmedia.get_transport(0).get_transport()
+    except (AttributeError, TypeError):
+        return "?"
+    lower = transport.lower_transport
+    if lower & GstRtsp.RTSPLowerTrans.TCP:
+        return "TCP"
+    if lower & GstRtsp.RTSPLowerTrans.UDP_MCAST:
+        return "multicast"
+    return "UDP"
+
+
+class StreamServer:
+    def __init__(self, settings: Settings, status: StatusWriter, log: logging.Logger) -> None:
+        self.settings = settings
+        self.log = log
+        self._status = status
+        self.server = GstRtspServer.RTSPServer()
+        self.server.set_service(str(settings.rtsp_port))
+        self.factory = GstRtspServer.RTSPMediaFactory()
+        self.factory.set_launch(f"( {pipelines.rtsp_media(settings)} )")
+        self.factory.set_shared(True)  # one media, one encoder, for every viewer
+        self.factory.set_protocols(GstRtsp.RTSPLowerTrans.UDP | GstRtsp.RTSPLowerTrans.TCP)
+        self.factory.connect("media-configure", self._on_media_configure)
+        self.server.get_mount_points().add_factory(settings.rtsp_path, self.factory)
+        self.server.connect("client-connected", self._on_client_connected)
+
+        # Python must hold these: gst-rtsp-server objects dropped by Python crash the server.
+        self.viewers: dict[GstRtspServer.RTSPClient, Viewer] = {}
+        self.media: GstRtspServer.RTSPMedia | None = None
+        self.encoder: Gst.Element | None = None
+        self.medias_created = 0
+        self.frames_sent = 0
+        self._frames_lock = threading.Lock()
+        self.viewers_seen = 0
+        self._pacer = KeyframePacer(FORCED_KEYFRAME_MIN_INTERVAL_S)
+
+    @property
+    def playing(self) -> int:
+        return sum(viewer.playing for viewer in self.viewers.values())
+
+    def start(self) -> bool:
+        if self.server.attach(None) == 0:
+            self.log.error("cannot listen on RTSP port %d (in use?)", self.settings.rtsp_port)
+            return False
+        self.log.info(
+            "serving rtsp://0.0.0.0:%d%s (UDP, or TCP interleaved)",
+            self.settings.rtsp_port,
+            self.settings.rtsp_path,
+        )
+        self._status.ready()
+        return True
+
+    # --- media: one at a time, shared by every viewer
+
+    def _on_media_configure(self, _factory: object, media: GstRtspServer.RTSPMedia) -> None:
+        self.media = media
+        self.medias_created += 1
+        pipeline = media.get_element()
+        self.encoder = pipeline.get_by_name(pipelines.STREAM_ENCODER_ELEMENT)
+        gst.add_buffer_probe(pipeline.get_by_name(pipelines.PAYLOADER_ELEMENT), "sink", self._on_frame)
+        media.connect("handle-message", self._on_media_message)
+        media.connect("unprepared", self._on_media_unprepared)
+        self.log.info("stream started (encoder %d): one encoder for every viewer", self.medias_created)
+
+    def _on_frame(self, _buffer: object) -> None:  # streaming thread
+        with self._frames_lock:
+            self.frames_sent += 1
+
+    def _on_media_message(self, media: GstRtspServer.RTSPMedia, message: Gst.Message) -> bool:
+        if message.type == Gst.MessageType.ERROR:
+            error, _debug = message.parse_error()
+            self.log.warning(
+                "stream failed (%s: %s): disconnecting viewers", message.src.get_name(), error.message
+            )
+            GLib.idle_add(self._drop_media, media)
+        return False
+
+    def _drop_media(self, media: GstRtspServer.RTSPMedia) -> bool:
+        """Close every viewer of a failed media, so the next viewer gets a fresh pipeline."""
+        for client in list(self.viewers):
+            client.close()
+        media.unprepare()
+        return GLib.SOURCE_REMOVE
+
+    def _on_media_unprepared(self, media: GstRtspServer.RTSPMedia) -> None:
+        if media is self.media:
+            self.media = None
+            self.encoder = None
+            self.log.info("stream stopped (no viewers)")
+
+    # --- viewers
+
+    def _on_client_connected(self, _server: object, client: GstRtspServer.RTSPClient) -> None:
+        self.viewers_seen += 1
+        viewer = Viewer(self.viewers_seen, client.get_connection().get_ip())
+        self.viewers[client] = viewer
+        client.connect("play-request", self._on_play_request)
+        client.connect("closed", self._on_closed)
+        self.log.info("%s connected", viewer)
+
+    def _on_play_request(self, client: GstRtspServer.RTSPClient, ctx: GstRtspServer.RTSPContext) -> None:
+        viewer = self.viewers.get(client)
+        if viewer is None or viewer.playing:
+            return
+        viewer.playing = True
+        viewer.transport = _lower_transport(ctx)
+        self.log.info("%s playing over %s (%d watching)", viewer, viewer.transport, self.playing)
+        self._keyframe_for_new_viewer()
+
+    def _on_closed(self, client: GstRtspServer.RTSPClient) -> None:
+        viewer = self.viewers.pop(client, None)
+        if viewer is not None:
+            self.log.info("%s disconnected (%d watching)", viewer, self.playing)
+
+    def _keyframe_for_new_viewer(self) -> None:
+        delay = self._pacer.request()
+        if delay is None:
+            self.log.debug("keyframe already scheduled for new viewers")
+        elif delay == 0:
+            self._force_keyframe()
+        else:
+            GLib.timeout_add(max(1, round(delay * 1000)), self._force_keyframe)
+
+    def _force_keyframe(self) -> bool:
+        self._pacer.forced()
+        if self.encoder is not None:
+            event = GstVideo.video_event_new_upstream_force_key_unit(Gst.CLOCK_TIME_NONE, True, 0)
+            self.encoder.get_static_pad("src").send_event(event)
+            self.log.info("forced a keyframe for new viewers")
+        return GLib.SOURCE_REMOVE
+
+    def report(self) -> bool:  # main loop, every PROGRESS_INTERVAL_S
+        self._status.progress(viewers=self.playing, frames=self.frames_sent, medias=self.medias_created)
+        return GLib.SOURCE_CONTINUE
+
+
+def run(settings: Settings, status: StatusWriter, log: logging.Logger) -> int:
+    server = StreamServer(settings, status, log)
+    if not server.start():
+        return EXIT_FAILURE
+    loop = GLib.MainLoop()
+    gst.on_stop_signals(loop.quit, log)
+    GLib.timeout_add(int(PROGRESS_INTERVAL_S * 1000), server.report)
+    loop.run()
+    for client in list(server.viewers):
+        client.close()
+    log.info("stopped; %d viewers connected in all", server.viewers_seen)
+    return EXIT_OK
+
+
+def main() -> int:
+    return run_worker(NAME, run)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
