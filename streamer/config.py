@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 SYNTHETIC_CAMERA = "test"
+# The synthetic camera with each frame's capture time written into its pixels (benchmarks).
+STAMPED_SYNTHETIC_CAMERA = "test-stamped"
+RESTART_SCOPES = ("stack", "worker")
 
 # Safe in a launch description even unquoted: no spaces, quotes, '!', '=', ',' or parentheses.
 _PATH_CHARS = r"[A-Za-z0-9_.:+@/-]"
@@ -32,7 +35,7 @@ _FALSE = frozenset({"0", "false", "no"})
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 # Unknown variables with these prefixes are almost always typos of ours (ENABLE_RSTP=0).
-OWN_PREFIXES = ("ENABLE_", "VIDEO_", "RECORD_", "RTSP_", "SHM_", "RESTART_", "STOP_")
+OWN_PREFIXES = ("ENABLE_", "VIDEO_", "RECORD_", "RTSP_", "SHM_", "RESTART_", "STOP_", "STALL_")
 
 
 class ConfigError(ValueError):
@@ -47,7 +50,7 @@ class Settings:
     enable_rtsp: bool
     enable_video: bool
     enable_images: bool
-    camera: str  # a /dev/... device path, or SYNTHETIC_CAMERA
+    camera: str  # a /dev/... device path, SYNTHETIC_CAMERA or STAMPED_SYNTHETIC_CAMERA
     video_fps: int
     video_width: int
     video_height: int
@@ -60,11 +63,19 @@ class Settings:
     log_level: str
     restart_delay_min_s: float
     restart_delay_max_s: float
+    restart_scope: str  # "stack": any failure restarts everything; "worker": only the failed consumer
     stop_grace_s: float
+    stall_feeder_s: float
+    stall_recorder_s: float
+    stall_rtsp_s: float
 
     @property
     def synthetic_camera(self) -> bool:
-        return self.camera == SYNTHETIC_CAMERA
+        return self.camera in (SYNTHETIC_CAMERA, STAMPED_SYNTHETIC_CAMERA)
+
+    @property
+    def stamped_camera(self) -> bool:
+        return self.camera == STAMPED_SYNTHETIC_CAMERA
 
     @property
     def frame_bytes(self) -> int:
@@ -128,12 +139,22 @@ def _bool(raw: str) -> bool:
 
 
 def _camera(raw: str) -> str:
-    if raw == SYNTHETIC_CAMERA or (_DEVICE_RE.fullmatch(raw) and ".." not in raw):
+    if raw in (SYNTHETIC_CAMERA, STAMPED_SYNTHETIC_CAMERA) or (_DEVICE_RE.fullmatch(raw) and ".." not in raw):
         return raw
     raise ValueError(
-        f"must be '{SYNTHETIC_CAMERA}' (synthetic camera) or a device path like /dev/video0 "
-        "(letters, digits and _ . : + @ / - only)"
+        f"must be '{SYNTHETIC_CAMERA}' (synthetic camera), '{STAMPED_SYNTHETIC_CAMERA}' (synthetic, "
+        "time-stamped) or a device path like /dev/video0 (letters, digits and _ . : + @ / - only)"
     )
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        word = raw.strip().lower()
+        if word in choices:
+            return word
+        raise ValueError("must be one of " + ", ".join(choices))
+
+    return parse
 
 
 def _socket_path(raw: str) -> str:
@@ -198,7 +219,11 @@ def _settings_table(home: str) -> tuple[_Setting, ...]:
         _Setting("log_level", "LOG_LEVEL", "INFO", _log_level),
         _Setting("restart_delay_min_s", "RESTART_DELAY_MIN_S", "1", _float_range(0.05, 600)),
         _Setting("restart_delay_max_s", "RESTART_DELAY_MAX_S", "30", _float_range(0.05, 3600)),
+        _Setting("restart_scope", "RESTART_SCOPE", "stack", _choice(RESTART_SCOPES)),
         _Setting("stop_grace_s", "STOP_GRACE_S", "5", _float_range(0.1, 120)),
+        _Setting("stall_feeder_s", "STALL_FEEDER_S", "3", _float_range(0.5, 600)),
+        _Setting("stall_recorder_s", "STALL_RECORDER_S", "20", _float_range(0.5, 600)),
+        _Setting("stall_rtsp_s", "STALL_RTSP_S", "5", _float_range(0.5, 600)),
     )
 
 
