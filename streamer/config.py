@@ -35,7 +35,7 @@ _FALSE = frozenset({"0", "false", "no"})
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 # Unknown variables with these prefixes are almost always typos of ours (ENABLE_RSTP=0).
-OWN_PREFIXES = ("ENABLE_", "VIDEO_", "RECORD_", "RTSP_", "SHM_", "RESTART_", "STOP_", "STALL_")
+OWN_PREFIXES = ("ENABLE_", "VIDEO_", "RECORD_", "RTSP_", "SHM_", "RESTART_", "STOP_", "STALL_", "CAMERA_")
 
 
 class ConfigError(ValueError):
@@ -51,6 +51,7 @@ class Settings:
     enable_video: bool
     enable_images: bool
     camera: str  # a /dev/... device path, SYNTHETIC_CAMERA or STAMPED_SYNTHETIC_CAMERA
+    camera_unplug_file: Path | None  # synthetic camera only: "unplugged" while this file exists
     video_fps: int
     video_width: int
     video_height: int
@@ -169,6 +170,14 @@ def _rtsp_path(raw: str) -> str:
     raise ValueError("must start with / and hold only letters, digits and _ . ~ - (e.g. /live)")
 
 
+def _optional_file(raw: str) -> Path | None:
+    if not raw:
+        return None
+    if not os.path.isabs(raw):
+        raise ValueError("must be empty or an absolute file path")
+    return Path(raw)
+
+
 def _log_level(raw: str) -> str:
     level = raw.strip().upper()
     if level in _LOG_LEVELS:
@@ -207,6 +216,7 @@ def _settings_table(home: str) -> tuple[_Setting, ...]:
         _Setting("enable_video", "ENABLE_VIDEO", "1", _bool),
         _Setting("enable_images", "ENABLE_IMAGES", "1", _bool),
         _Setting("camera", "CAMERA", "/dev/video0", _camera),
+        _Setting("camera_unplug_file", "CAMERA_UNPLUG_FILE", "", _optional_file),
         _Setting("video_fps", "VIDEO_FPS", "30", _int_range(1, 120)),
         _Setting("video_width", "VIDEO_WIDTH", "1280", _even_range(16, 7680)),
         _Setting("video_height", "VIDEO_HEIGHT", "720", _even_range(16, 4320)),

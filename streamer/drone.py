@@ -1,10 +1,15 @@
 """The controller: ``python3 -m streamer.drone`` runs the whole stack and keeps it running.
 
-It starts the feeder, waits until frames flow, then starts the consumers (each its own process
-and process group), relays every line they log under their name, and watches them. When any
-worker exits, the controller stops the whole stack (consumers first, so files are finalised;
-SIGTERM, a grace period, then SIGKILL), clears what a killed feeder leaves behind, and starts it
-again after a pause that grows while the stack keeps failing. SIGTERM or SIGINT stop everything
+It starts the feeder, waits until frames flow, then starts the consumers and waits until each
+is ready; every worker is its own process and process group, and every line it logs is relayed
+under its name. Then it watches them: a worker that exits, or that is alive but stalled (no
+progress report for its stall limit, or no frames while it should have some), has failed.
+
+A failure stops the whole stack (consumers first, so files are finalised; SIGTERM, a grace
+period, then SIGKILL), clears what killed workers leave behind, and starts it again after a
+pause that grows while failures keep coming. With ``RESTART_SCOPE=worker`` a failed recorder
+or RTSP worker is restarted alone, with its own growing pause, while the camera and the other
+path run on; the feeder's failure always restarts the stack. SIGTERM or SIGINT stop everything
 and exit 0.
 
 The controller never imports GStreamer: nothing it supervises can wedge it.
@@ -12,15 +17,19 @@ The controller never imports GStreamer: nothing it supervises can wedge it.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
+import socket
 import time
+from dataclasses import dataclass
 from types import FrameType
 
 from streamer import config, logs, shm
 from streamer.config import Settings
-from streamer.supervisor import Child, ChildSet, RestartPolicy, WorkerSpec
+from streamer.instance import AlreadyRunning, InstanceLock
+from streamer.supervisor import Child, ChildSet, ProgressWatch, RestartPolicy, WorkerSpec
 
 NAME = "drone"
 FEEDER = WorkerSpec("feeder", "streamer.feeder")
@@ -43,12 +52,53 @@ def consumer_specs(settings: Settings) -> list[WorkerSpec]:
     return specs
 
 
+def stall_limit(settings: Settings, spec: WorkerSpec) -> float:
+    return {
+        FEEDER: settings.stall_feeder_s,
+        RECORDER: settings.stall_recorder_s,
+        RTSP: settings.stall_rtsp_s,
+    }[spec]
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("0.0.0.0", port))
+        except OSError as err:
+            return err.errno == errno.EADDRINUSE
+    return False
+
+
 class StackFailed(Exception):
-    """The current run of the stack ended on its own; the message says why."""
+    """The current run of the stack has to end; the message says why."""
 
 
-class AlreadyRunning(Exception):
-    pass
+@dataclass
+class Worker:
+    """A worker's place in the stack: its process (while it has one) and how it is doing."""
+
+    spec: WorkerSpec
+    watch: ProgressWatch
+    policy: RestartPolicy  # its own pauses, when it is restarted alone
+    child: Child | None = None
+    ready: bool = False
+    started_at: float = 0.0
+    restart_at: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
 
 
 class Controller:
@@ -57,6 +107,8 @@ class Controller:
         self.log = log
         self.policy = policy or RestartPolicy(settings.restart_delay_min_s, settings.restart_delay_max_s)
         self.children = ChildSet()
+        self.workers: dict[WorkerSpec, Worker] = {}
+        self.lock = InstanceLock(settings.shm_recorder_socket + ".lock")
         self._stop_requested = False
         self._owned_pids: set[int] = set()
 
@@ -70,92 +122,170 @@ class Controller:
         signal.signal(signal.SIGINT, self.request_stop)
         s = self.settings
         self.log.info(
-            "camera %s, %dx%d@%d, recording %s, RTSP %s",
+            "camera %s, %dx%d@%d, recording %s, RTSP %s, restart scope: %s",
             s.camera,
             s.video_width,
             s.video_height,
             s.video_fps,
             "on" if (s.enable_video or s.enable_images) else "off",
             "on" if s.enable_rtsp else "off",
+            s.restart_scope,
         )
+        try:
+            self._start_up_hygiene()
+        except AlreadyRunning as err:
+            self.log.error("cannot start: %s", err)
+            self.lock.release()  # ours only if we took it; another stack's lock stays
+            return EXIT_ALREADY_RUNNING
+        try:
+            self._keep_running()
+        finally:
+            self.lock.release()
+        self.log.info("stopped")
+        return EXIT_OK
+
+    def _keep_running(self) -> None:
         while not self._stop_requested:
             try:
                 self._run_stack()
-            except AlreadyRunning as err:
-                self.log.error("%s", err)
-                return EXIT_ALREADY_RUNNING
             except StackFailed as err:
                 self.log.warning("%s", err)
             finally:
                 self._stop_stack()
             if self._stop_requested:
-                break
+                return
             delay = self.policy.failed()
+            backing_off = " (backing off)" if self.policy.failures > 1 else ""
             self.log.warning(
-                "restarting the stack in %.1f s (failure %d in a row)", delay, self.policy.failures
+                "restarting the stack in %.1f s: %d failures in the last %.0f s%s",
+                delay,
+                self.policy.failures,
+                self.policy.window_s,
+                backing_off,
             )
             self._sleep(delay)
-        self.log.info("stopped")
-        return EXIT_OK
+
+    # --- one run of the stack
 
     def _run_stack(self) -> None:
-        self._clear_leftovers()
         self.policy.started()
-        self._wait_ready([self._start(FEEDER)])
-        self._wait_ready([self._start(spec) for spec in consumer_specs(self.settings)])
-        self.log.info("stack is up: %s", ", ".join(child.name for child in self.children.children))
+        self._start_and_wait_ready([FEEDER])
+        self._start_and_wait_ready(consumer_specs(self.settings))
+        self.log.info("stack is up: %s", ", ".join(worker.name for worker in self.workers.values()))
         while not self._stop_requested:
             self.children.pump(WATCH_INTERVAL_S)
-            for child in self.children.children:
-                child.take_events()  # progress reports: used by the progress watchdog
-            exited = self.children.first_exited()
-            if exited is not None:
-                raise StackFailed(f"{exited.name} exited ({exited.describe_exit()}): stopping the stack")
+            self._check_workers()
 
-    def _start(self, spec: WorkerSpec) -> Child:
-        child = Child.spawn(spec)
-        self._owned_pids.add(child.pid)
-        self.children.add(child)
-        self.log.info("started %s (pid %d)", spec.name, child.pid)
-        return child
-
-    def _wait_ready(self, children: list[Child]) -> None:
-        """Wait until every one of ``children`` has reported ready (the feeder: frames flow; the
-        recorder: frames arrive; the RTSP worker: it listens)."""
-        waiting = list(children)
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while waiting and not self._stop_requested:
+    def _start_and_wait_ready(self, specs: list[WorkerSpec]) -> None:
+        for spec in specs:
+            self._spawn(self._worker(spec))
+        while not self._stop_requested and not all(self.workers[spec].ready for spec in specs):
             self.children.pump(WATCH_INTERVAL_S)
-            for child in list(waiting):
-                if any(event["event"] == "ready" for event in child.take_events()):
-                    waiting.remove(child)
-                elif child.has_exited():
-                    raise StackFailed(f"{child.name} exited before it was ready ({child.describe_exit()})")
-            if waiting and time.monotonic() > deadline:
-                names = ", ".join(child.name for child in waiting)
-                raise StackFailed(f"{names} not ready within {READY_TIMEOUT_S:.0f} s")
+            for spec in specs:
+                worker = self.workers[spec]
+                problem = self._problem(worker)
+                if problem is not None:
+                    raise StackFailed(f"{worker.name} {problem}: stopping the stack")
+
+    def _check_workers(self) -> None:
+        now = time.monotonic()
+        for worker in list(self.workers.values()):
+            if worker.child is None:
+                if worker.restart_at is not None and now >= worker.restart_at:
+                    self._spawn(worker)
+                continue
+            problem = self._problem(worker)
+            if problem is None:
+                continue
+            if worker.spec == FEEDER or self.settings.restart_scope == "stack":
+                raise StackFailed(f"{worker.name} {problem}: stopping the stack")
+            self._restart_alone(worker, problem)
+
+    def _problem(self, worker: Worker) -> str | None:
+        """Why ``worker`` has failed, or None. Also takes in its status reports."""
+        child = worker.child
+        assert child is not None
+        for event in child.take_events():
+            worker.watch.observe(event)
+            worker.ready = worker.ready or event["event"] == "ready"
+        if child.has_exited():
+            return child.describe_exit()
+        if not worker.ready:
+            if time.monotonic() - worker.started_at > READY_TIMEOUT_S:
+                return f"was not ready within {READY_TIMEOUT_S:.0f} s"
+            return None
+        stalled = worker.watch.stalled()
+        return f"stalled ({stalled})" if stalled else None
+
+    def _worker(self, spec: WorkerSpec) -> Worker:
+        if spec not in self.workers:
+            self.workers[spec] = Worker(
+                spec,
+                ProgressWatch(stall_limit(self.settings, spec)),
+                RestartPolicy(self.settings.restart_delay_min_s, self.settings.restart_delay_max_s),
+            )
+        return self.workers[spec]
+
+    def _spawn(self, worker: Worker) -> None:
+        child = Child.spawn(worker.spec)
+        self.children.add(child)
+        self._owned_pids.add(child.pid)
+        self.lock.record(sorted(self._owned_pids))
+        worker.child, worker.ready, worker.restart_at = child, False, None
+        worker.started_at = time.monotonic()
+        worker.watch.restart()
+        worker.policy.started()
+        self.log.info("started %s (pid %d)", worker.name, child.pid)
+
+    def _restart_alone(self, worker: Worker, problem: str) -> None:
+        assert worker.child is not None
+        self.log.warning("%s %s: restarting it alone (RESTART_SCOPE=worker)", worker.name, problem)
+        for child, ending in self.children.stop([[worker.child]], self.settings.stop_grace_s):
+            self.log.info("%s stopped (%s)", child.name, ending)
+        worker.child = None
+        delay = worker.policy.failed()
+        worker.restart_at = time.monotonic() + delay
+        self.log.warning(
+            "restarting %s in %.1f s: %d failures in the last %.0f s",
+            worker.name,
+            delay,
+            worker.policy.failures,
+            worker.policy.window_s,
+        )
 
     def _stop_stack(self) -> None:
         running = self.children.children
-        if not running:
-            return
         consumers = [child for child in running if child.spec != FEEDER]
         feeders = [child for child in running if child.spec == FEEDER]
-        for child, ending in self.children.stop_all([consumers, feeders], self.settings.stop_grace_s):
+        for child, ending in self.children.stop([consumers, feeders], self.settings.stop_grace_s):
             self.log.info("%s stopped (%s)", child.name, ending)
-        self._clear_leftovers()
+        self.workers.clear()
+        self._clear_leftovers(refuse_if_served=False)
 
-    def _clear_leftovers(self) -> None:
+    # --- hygiene
+
+    def _start_up_hygiene(self) -> None:
+        """Before the first start: refuse to run twice; clear what a crashed run left."""
+        previous = self.lock.acquire()
+        self._owned_pids.update(previous)
+        self._clear_leftovers(refuse_if_served=True)
+        if self.settings.enable_rtsp and port_in_use(self.settings.rtsp_port):
+            raise AlreadyRunning(f"RTSP port {self.settings.rtsp_port} is in use by another process")
+
+    def _clear_leftovers(self, refuse_if_served: bool) -> None:
         """Remove socket files and shm segments that killed workers of ours left behind."""
         for socket_path in self.settings.shm_sockets:
             try:
                 if shm.remove_stale_socket(socket_path):
                     self.log.info("removed stale socket %s", socket_path)
             except shm.SocketInUse as err:
-                raise AlreadyRunning(f"cannot start: {err}; is another stack running?") from None
-        for segment in shm.remove_segments_of(self._owned_pids):
+                if refuse_if_served:
+                    raise AlreadyRunning(f"{err}; is another stack running?") from None
+        dead = {pid for pid in self._owned_pids if not pid_alive(pid)}
+        for segment in shm.remove_segments_of(dead):
             self.log.info("removed leaked shared memory %s", segment)
-        self._owned_pids.clear()
+        self._owned_pids -= dead
+        self.lock.record(sorted(self._owned_pids))
 
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds

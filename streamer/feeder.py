@@ -20,11 +20,28 @@ from streamer.worker import EXIT_FAILURE, run_worker
 NAME = "feeder"
 PROGRESS_INTERVAL_S = 1.0
 RATE_LOG_INTERVAL_S = 60.0
+CAMERA_CHECK_INTERVAL_MS = 500
+
+
+def unplugged(settings: Settings) -> bool:
+    """The synthetic camera's stand-in for a device node going away (fault-injection tests)."""
+    return settings.camera_unplug_file is not None and settings.camera_unplug_file.exists()
+
+
+def camera_lost(settings: Settings) -> str | None:
+    """Why a running camera has gone, if it has: unplugged, or its device node vanished."""
+    if settings.synthetic_camera:
+        return f"camera {settings.camera} was unplugged" if unplugged(settings) else None
+    if not os.path.exists(settings.camera):
+        return f"camera {settings.camera} disappeared (unplugged?)"
+    return None
 
 
 def check_camera(settings: Settings) -> str | None:
     """Why the configured camera cannot deliver the requested mode, or None if it can."""
     if settings.synthetic_camera:
+        if unplugged(settings):
+            return f"camera {settings.camera} is unplugged ({settings.camera_unplug_file} exists)"
         return None
     device = settings.camera
     if not os.path.exists(device):
@@ -98,9 +115,26 @@ def run(settings: Settings, status: StatusWriter, log: logging.Logger) -> int:
     )
     runner = gst.PipelineRunner(pipelines.feeder(settings), log)
     counter = FrameCounter(status, log)
-    gst.add_buffer_probe(runner.element(pipelines.TEE_ELEMENT), "sink", counter.on_frame)
-    gst.GLib.timeout_add(int(PROGRESS_INTERVAL_S * 1000), counter.report)
+    def watch_camera() -> bool:
+        problem = camera_lost(settings)
+        if problem:
+            log.error("%s", problem)
+            runner.exit_code = EXIT_FAILURE
+            runner.stop()
+        return not problem
+
+    def on_error(message: gst.Gst.Message) -> bool:
+        if message.src.get_name() == pipelines.CAMERA_ELEMENT:
+            log.error("%s", camera_lost(settings) or f"camera {settings.camera} stopped delivering frames")
+        return False  # the runner stops with a failure
+
+    runner.on_error = on_error
+    gst.GLib.timeout_add(CAMERA_CHECK_INTERVAL_MS, watch_camera)
     exit_code = runner.run()
+    # shmsink keeps an area whose frames a frozen reader never released: unlink ours on exit
+    # (readers keep their mappings; only the names go).
+    for segment in shm.remove_segments_of([os.getpid()]):
+        log.info("removed shared memory %s left by shmsink", segment)
     log.info("stopped after %d frames", counter.frames)
     return exit_code
 

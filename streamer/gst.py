@@ -16,15 +16,24 @@ gi.require_version("Gst", "1.0")
 gi.require_version("GstVideo", "1.0")
 gi.require_version("GstRtsp", "1.0")
 gi.require_version("GstRtspServer", "1.0")
-from gi.repository import GLib, Gst, GstRtsp, GstRtspServer, GstVideo  # noqa: E402
+gi.require_version("GstPbutils", "1.0")
+from gi.repository import GLib, Gst, GstPbutils, GstRtsp, GstRtspServer, GstVideo  # noqa: E402
 
 from streamer.worker import EXIT_FAILURE, EXIT_OK  # noqa: E402
 
-__all__ = ["GLib", "Gst", "GstRtsp", "GstRtspServer", "GstVideo"]  # the one place gi is imported
+__all__ = [
+    "GLib",
+    "Gst",
+    "GstPbutils",
+    "GstRtsp",
+    "GstRtspServer",
+    "GstVideo",
+]  # the one place gi is imported
 
 Gst.init(None)
 
 _TYPE_ANNOTATION = re.compile(r"\(\w+\)")
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class PipelineRunner:
@@ -63,7 +72,7 @@ class PipelineRunner:
         bus = self.pipeline.get_bus()
         bus.add_signal_watch()
         bus.connect("message", self._on_message)
-        on_stop_signals(self._on_signal, self.log)
+        sources = on_stop_signals(self.stop, self.log)
         try:
             if self.pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
                 # The error message with the reason is already on the bus.
@@ -74,6 +83,7 @@ class PipelineRunner:
         finally:
             self.pipeline.set_state(Gst.State.NULL)
             bus.remove_signal_watch()
+            remove_sources(sources)
         return self.exit_code
 
     def stop(self) -> None:
@@ -100,9 +110,6 @@ class PipelineRunner:
 
     def _expect_eos(self) -> None:
         GLib.timeout_add(int(self._eos_timeout_s * 1000), self._on_eos_timeout)
-
-    def _on_signal(self) -> None:
-        self.stop()
 
     def _on_eos_timeout(self) -> bool:
         self.log.warning("end-of-stream did not arrive within %.1f s, stopping anyway", self._eos_timeout_s)
@@ -136,16 +143,42 @@ class PipelineRunner:
             self.on_element_message(message)
 
 
-def on_stop_signals(callback: Callable[[], None], log: logging.Logger) -> None:
-    """Call ``callback`` from the main loop on SIGTERM or SIGINT."""
+def on_stop_signals(callback: Callable[[], None], log: logging.Logger) -> list[int]:
+    """Call ``callback`` from the main loop on SIGTERM or SIGINT; returns the GLib source ids."""
 
     def handler(signum: int) -> bool:
         log.info("received %s, stopping", signal.Signals(signum).name)
         callback()
         return GLib.SOURCE_CONTINUE
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        GLib.unix_signal_add(GLib.PRIORITY_HIGH, signum, handler, signum)
+    return [GLib.unix_signal_add(GLib.PRIORITY_HIGH, signum, handler, signum) for signum in STOP_SIGNALS]
+
+
+def remove_sources(source_ids: list[int]) -> None:
+    for source_id in source_ids:
+        GLib.source_remove(source_id)
+
+
+def wait_until(condition: Callable[[], bool], interval_s: float, log: logging.Logger) -> bool:
+    """Run a main loop, checking ``condition`` every ``interval_s``, until it holds (True) or a
+    stop signal arrives (False)."""
+    loop = GLib.MainLoop()
+    held = False
+
+    def check() -> bool:
+        nonlocal held
+        held = condition()
+        if held:
+            loop.quit()
+        return not held
+
+    sources = on_stop_signals(loop.quit, log)
+    timer = GLib.timeout_add(int(interval_s * 1000), check)
+    loop.run()
+    remove_sources(sources)
+    if not held:
+        GLib.source_remove(timer)
+    return held
 
 
 def add_buffer_probe(element: Gst.Element, pad_name: str, callback: Callable[[Gst.Buffer], None]) -> None:
@@ -157,6 +190,27 @@ def add_buffer_probe(element: Gst.Element, pad_name: str, callback: Callable[[Gs
 
     pad = element.get_static_pad(pad_name)
     pad.add_probe(Gst.PadProbeType.BUFFER, probe)
+
+
+def drop_bunched_frames(element: Gst.Element, pad_name: str, min_interval_ns: int) -> None:
+    """Drop frames that come less than ``min_interval_ns`` after the last one let through.
+
+    A live shmsrc stamps frames as they arrive (``do-timestamp``); after its process was frozen
+    it delivers the backlog at once, with near-identical timestamps that an encoder and muxer
+    turn into non-increasing ones. (``videorate drop-only`` lets such a burst through.)
+    """
+    last = [-1]
+
+    def probe(_pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
+        pts = info.get_buffer().pts
+        if pts == Gst.CLOCK_TIME_NONE:
+            return Gst.PadProbeReturn.OK
+        if last[0] >= 0 and pts < last[0] + min_interval_ns:
+            return Gst.PadProbeReturn.DROP
+        last[0] = pts
+        return Gst.PadProbeReturn.OK
+
+    element.get_static_pad(pad_name).add_probe(Gst.PadProbeType.BUFFER, probe)
 
 
 class DeviceError(RuntimeError):
@@ -183,3 +237,15 @@ def source_caps(factory: str, **properties: object) -> Gst.Caps:
 def describe_caps(caps: Gst.Caps) -> list[str]:
     """Each structure of ``caps`` as a readable line without GStreamer's type annotations."""
     return [_TYPE_ANNOTATION.sub("", caps.get_structure(i).to_string()) for i in range(caps.get_size())]
+
+
+def unreadable(path: str, timeout_s: float = 5.0) -> str | None:
+    """Why GStreamer cannot read the media file at ``path``, or None if it can."""
+    discoverer = GstPbutils.Discoverer.new(int(timeout_s * Gst.SECOND))
+    try:
+        info = discoverer.discover_uri(Gst.filename_to_uri(path))
+    except GLib.Error as err:
+        return err.message
+    if info.get_result() != GstPbutils.DiscovererResult.OK or not info.get_video_streams():
+        return f"no readable video ({info.get_result().value_nick})"
+    return None

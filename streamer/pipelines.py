@@ -35,6 +35,8 @@ CAMERA_ELEMENT = "camera"
 TEE_ELEMENT = "split"
 SHM_INPUT_ELEMENT = "shm_input"
 RECORDER_TEE_ELEMENT = "record"
+VIDEO_QUEUE_ELEMENT = "video_queue"
+IMAGE_QUEUE_ELEMENT = "image_queue"
 VIDEO_SINK_ELEMENT = "video_chunks"
 STREAM_ENCODER_ELEMENT = "stream_encoder"
 PAYLOADER_ELEMENT = "pay0"  # the name gst-rtsp-server looks for
@@ -126,7 +128,7 @@ def record_max_chunk_ns(fps: int) -> int:
     return round((gop * gops + 0.5) * 1_000_000_000 / fps)
 
 
-def recorder(s: Settings, session_dir: str) -> str:
+def recorder(s: Settings, session_dir: str, first_chunk: int = 0, first_image: int = 0) -> str:
     """Recorder socket → H.264 MP4 chunks and/or one JPEG per second, into ``session_dir``.
 
     Video: x264 with a fixed keyframe interval (no scene-cut keyframes) chosen by
@@ -142,29 +144,30 @@ def recorder(s: Settings, session_dir: str) -> str:
     A leaky queue in front of the encoder drops raw frames while the disk is too slow; encoded
     frames are never dropped, which would corrupt the stream.
 
-    ``session_dir`` is made by ``streamer.storage`` from the validated SSD_PATH.
+    ``session_dir`` is made by ``streamer.storage`` from the validated SSD_PATH; numbering
+    starts at ``first_chunk`` / ``first_image`` (a recording resumed after a full disk).
     """
     branches = []
     gop, _ = record_keyframes(s.video_fps)
     if s.enable_video:
         branches.append(
-            f"{_leaky_queue('video_queue', RECORD_RAW_QUEUE_FRAMES)} "
+            f"{_leaky_queue(VIDEO_QUEUE_ELEMENT, RECORD_RAW_QUEUE_FRAMES)} "
             f"! x264enc name=video_encoder speed-preset=superfast bitrate={s.record_bitrate // 1000} "
             f"key-int-max={gop} option-string=scenecut=0 "
             "! h264parse "
             f"! queue name=video_write_queue max-size-time={RECORD_WRITE_BUFFER_NS} max-size-bytes=0 "
             "max-size-buffers=0 "
             f'! splitmuxsink name={VIDEO_SINK_ELEMENT} location="{session_dir}/{storage.VIDEO_PATTERN}" '
-            f"max-size-time={record_max_chunk_ns(s.video_fps)} max-size-bytes=0 "
+            f"start-index={first_chunk} max-size-time={record_max_chunk_ns(s.video_fps)} max-size-bytes=0 "
             f'muxer="mp4mux fragment-duration={RECORD_FRAGMENT_MS} fragment-mode=first-moov-then-finalise" '
             'sink="filesink buffer-mode=unbuffered"'
         )
     if s.enable_images:
         branches.append(
-            f"{_leaky_queue('image_queue', 2)} ! videorate drop-only=true max-rate=1 "
+            f"{_leaky_queue(IMAGE_QUEUE_ELEMENT, 2)} ! videorate drop-only=true max-rate=1 "
             "! jpegenc quality=90 "
             f'! multifilesink name={IMAGE_SINK_ELEMENT} location="{session_dir}/{storage.IMAGE_PATTERN}" '
-            "post-messages=true"
+            f"index={first_image} post-messages=true"
         )
     if not branches:
         raise ValueError("nothing to record: ENABLE_VIDEO and ENABLE_IMAGES are both off")

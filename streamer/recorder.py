@@ -6,15 +6,22 @@ snapshot, ``drone_temp/latest_video.mp4`` / ``latest_image.jpg`` are repointed a
 
 On SIGTERM, and when the feeder goes away ("Control socket has closed"), the recorder sends
 end-of-stream through its pipeline so the open chunk is finalised before it exits.
+
+When free space on SSD_PATH drops below a reserve of about 10 s of recording, the recorder
+finalises the open chunk and pauses (reporting itself idle, so the watchdog leaves it alone);
+it resumes in the same session, numbering on, once there is twice the reserve free again.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
+from pathlib import Path
 
 from streamer import gst, pipelines, storage
 from streamer.config import Settings
+from streamer.gst import GLib, Gst
 from streamer.status import StatusWriter
 from streamer.worker import EXIT_OK, run_worker
 
@@ -22,30 +29,44 @@ NAME = "recorder"
 PROGRESS_INTERVAL_S = 1.0
 FRAGMENT_CLOSED = "splitmuxsink-fragment-closed"
 SNAPSHOT_WRITTEN = "GstMultiFileSink"
+DISK_FULL = "disk-full"
 
 
 class Recording:
-    """Keeps count of what has been recorded and repoints the latest_* links."""
+    """One recorder session: counts what was recorded and repoints the latest_* links.
+    Outlives the pipeline runs of a session (a full disk pauses recording, then resumes)."""
 
-    def __init__(self, settings: Settings, status: StatusWriter, log: logging.Logger) -> None:
+    def __init__(self, settings: Settings, session: Path, status: StatusWriter, log: logging.Logger) -> None:
+        self.settings = settings
+        self.session = session
         self.links = storage.LatestLinks(settings.ssd_path)
+        self.reserve_bytes = storage.disk_reserve_bytes(
+            settings.record_bitrate,
+            settings.video_width,
+            settings.video_height,
+            settings.enable_video,
+            settings.enable_images,
+        )
         self.frames = 0
         self.chunks = 0
         self.snapshots = 0
+        self.state = "recording"
         self._status = status
         self._log = log
         self._lock = threading.Lock()
         self._links_broken = False
+        self._ready_sent = False
 
     def on_frame(self, _buffer: object) -> None:  # streaming thread
         with self._lock:
             self.frames += 1
-            first = self.frames == 1
+            first = not self._ready_sent
+            self._ready_sent = True
         if first:
             self._log.info("receiving frames")
             self._status.ready()
 
-    def on_element_message(self, message: gst.Gst.Message) -> None:  # main loop
+    def on_element_message(self, message: Gst.Message) -> None:  # main loop
         structure = message.get_structure()
         if structure is None:
             return
@@ -65,43 +86,125 @@ class Recording:
                 self._log.warning("cannot update %s/%s: %s", self.links.directory, link_name, err)
                 self._links_broken = True
 
-    def report(self) -> bool:  # main loop, every PROGRESS_INTERVAL_S
-        self._status.progress(frames=self.frames, chunks=self.chunks, snapshots=self.snapshots)
-        return True
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.session).free
+
+    def report(self) -> None:
+        self._status.progress(
+            frames=self.frames,
+            idle=self.state == DISK_FULL,  # a known state, not a stall
+            state=self.state,
+            chunks=self.chunks,
+            snapshots=self.snapshots,
+        )
+
+
+def record(recording: Recording, log: logging.Logger) -> tuple[str, int]:
+    """One pipeline run into the session: until stopped, the feeder is lost, or the disk fills.
+    Returns (outcome, exit code); the outcome is DISK_FULL or "ended"."""
+    settings, session = recording.settings, recording.session
+    description = pipelines.recorder(
+        settings,
+        str(session),
+        first_chunk=storage.next_index(session, "video_"),
+        first_image=storage.next_index(session, "image_"),
+    )
+    # Finalising must finish before the controller's SIGKILL deadline.
+    runner = gst.PipelineRunner(
+        description, log, send_eos=True, eos_timeout_s=max(0.5, settings.stop_grace_s - 1.0)
+    )
+    shm_input = runner.element(pipelines.SHM_INPUT_ELEMENT)
+    disk_full = False
+
+    def on_error(message: Gst.Message) -> bool:
+        nonlocal disk_full
+        if message.src is shm_input:
+            log.warning("lost the feeder: finalising the open chunk")
+            runner.finish_after(shm_input)
+            return True
+        if message.parse_error()[0].matches(Gst.ResourceError.quark(), Gst.ResourceError.NO_SPACE_LEFT):
+            disk_full = True
+        return False
+
+    def every_second() -> bool:
+        nonlocal disk_full
+        recording.report()
+        if not disk_full and recording.free_bytes() < recording.reserve_bytes:
+            disk_full = True
+            runner.stop()  # EOS: the open chunk is finalised while there is still room
+        return GLib.SOURCE_CONTINUE
+
+    runner.on_error = on_error
+    runner.on_element_message = recording.on_element_message
+    branch = pipelines.VIDEO_QUEUE_ELEMENT if settings.enable_video else pipelines.IMAGE_QUEUE_ELEMENT
+    # Frames that made it past the leaky queue: they stop growing when the disk blocks the writer.
+    gst.add_buffer_probe(runner.element(branch), "src", recording.on_frame)
+    if settings.enable_video:
+        half_frame_ns = 500_000_000 // settings.video_fps
+        gst.drop_bunched_frames(runner.element(pipelines.VIDEO_QUEUE_ELEMENT), "src", half_frame_ns)
+    timer = GLib.timeout_add(int(PROGRESS_INTERVAL_S * 1000), every_second)
+    exit_code = runner.run()
+    GLib.source_remove(timer)
+    return (DISK_FULL if disk_full else "ended"), (EXIT_OK if disk_full else exit_code)
+
+
+def wait_for_space(recording: Recording, log: logging.Logger) -> bool:
+    """Pause until there is room again (twice the reserve); False if told to stop meanwhile."""
+    recording.state = DISK_FULL
+    mib = 1 << 20
+    log.warning(
+        "disk full: %.1f MiB free on %s, %.1f MiB needed: recording paused (the stream goes on)",
+        recording.free_bytes() / mib,
+        recording.settings.ssd_path,
+        recording.reserve_bytes / mib,
+    )
+
+    def room() -> bool:
+        recording.report()
+        return recording.free_bytes() >= 2 * recording.reserve_bytes
+
+    if not gst.wait_until(room, PROGRESS_INTERVAL_S, log):
+        return False
+    recording.state = "recording"
+    log.info("space is back (%.1f MiB free): recording resumes", recording.free_bytes() / mib)
+    return True
+
+
+def set_aside_interrupted_files(settings: Settings, log: logging.Logger) -> None:
+    """A recorder killed in the first half second of a chunk (before its first fragment) or in
+    the middle of writing a snapshot leaves a file nothing can play. Check the newest chunk and
+    snapshot of the previous session and rename what cannot be read."""
+    previous = storage.sessions(settings.ssd_path)
+    if not previous:
+        return
+    for path in storage.last_files(previous[-1]):
+        if path.suffix == ".jpg":
+            problem = None if storage.jpeg_complete(path) else "cut off while being written"
+        else:
+            problem = gst.unreadable(str(path))
+        if problem:
+            log.warning("%s cannot be played (%s): renamed to *%s", path, problem, storage.UNPLAYABLE_SUFFIX)
+            storage.set_aside(path)
 
 
 def run(settings: Settings, status: StatusWriter, log: logging.Logger) -> int:
     if not (settings.enable_video or settings.enable_images):
         log.info("ENABLE_VIDEO and ENABLE_IMAGES are both off: nothing to record")
         return EXIT_OK
+    set_aside_interrupted_files(settings, log)
     session = storage.create_session_dir(settings.ssd_path)
-    recording = Recording(settings, status, log)
+    recording = Recording(settings, session, status, log)
     what = " and ".join(
         name for name, on in (("video", settings.enable_video), ("images", settings.enable_images)) if on
     )
     log.info("recording %s into %s", what, session)
-
-    # Finalising must finish before the controller's SIGKILL deadline.
-    runner = gst.PipelineRunner(
-        pipelines.recorder(settings, str(session)),
-        log,
-        send_eos=True,
-        eos_timeout_s=max(0.5, settings.stop_grace_s - 1.0),
-    )
-    shm_input = runner.element(pipelines.SHM_INPUT_ELEMENT)
-
-    def on_error(message: gst.Gst.Message) -> bool:
-        if message.src is not shm_input:
-            return False
-        log.warning("lost the feeder: finalising the open chunk")
-        runner.finish_after(shm_input)
-        return True
-
-    runner.on_error = on_error
-    runner.on_element_message = recording.on_element_message
-    gst.add_buffer_probe(runner.element(pipelines.RECORDER_TEE_ELEMENT), "sink", recording.on_frame)
-    gst.GLib.timeout_add(int(PROGRESS_INTERVAL_S * 1000), recording.report)
-    exit_code = runner.run()
+    exit_code = EXIT_OK
+    while True:
+        if recording.free_bytes() < recording.reserve_bytes and not wait_for_space(recording, log):
+            break
+        outcome, exit_code = record(recording, log)
+        if outcome != DISK_FULL:
+            break
     log.info(
         "stopped: %d chunks and %d snapshots finished in %s", recording.chunks, recording.snapshots, session
     )

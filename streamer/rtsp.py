@@ -209,7 +209,11 @@ class StreamServer:
         return GLib.SOURCE_REMOVE
 
     def report(self) -> bool:  # main loop, every PROGRESS_INTERVAL_S
-        self._status.progress(viewers=self.playing, frames=self.frames_sent, medias=self.medias_created)
+        # Idle without viewers: no frames are expected then (the media is not even running).
+        viewers = self.playing
+        self._status.progress(
+            frames=self.frames_sent, idle=viewers == 0, viewers=viewers, medias=self.medias_created
+        )
         return GLib.SOURCE_CONTINUE
 
 

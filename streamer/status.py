@@ -4,7 +4,10 @@ The controller hands each worker the write end of a pipe (``--status-fd N``). Th
 one JSON object per line, each with an ``event`` field:
 
 - ``{"event": "ready"}``: the worker is doing its job (the feeder: frames are flowing).
-- ``{"event": "progress", ...counters}``: periodic counters, e.g. ``frames``.
+- ``{"event": "progress", "frames": N, "idle": false, ...}``: about every second. ``frames``
+  must grow while the worker is not ``idle``; the controller's watchdog counts a worker whose
+  reports stop, or whose frames stop growing while not idle, as stalled. Workers add details
+  (the recorder ``chunks``, ``snapshots`` and ``state``; the RTSP worker ``viewers``).
 
 Lines are far shorter than PIPE_BUF, so writes from several threads never interleave. A worker
 run on its own has no channel and the writer does nothing.
@@ -36,8 +39,9 @@ class StatusWriter:
     def ready(self) -> None:
         self.send("ready")
 
-    def progress(self, **counters: int) -> None:
-        self.send("progress", **counters)
+    def progress(self, *, frames: int, idle: bool = False, **details: Any) -> None:
+        """``frames``: the worker's work counter; ``idle``: nothing is expected of it now."""
+        self.send("progress", frames=frames, idle=idle, **details)
 
 
 def parse_line(line: bytes) -> dict[str, Any] | None:

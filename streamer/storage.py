@@ -26,8 +26,65 @@ LATEST_VIDEO = "latest_video.mp4"
 LATEST_IMAGE = "latest_image.jpg"
 VIDEO_PATTERN = "video_%05d.mp4"
 IMAGE_PATTERN = "image_%06d.jpg"
+UNPLAYABLE_SUFFIX = ".unplayable"
 
 _SESSION_RE = re.compile(r"(\d{5,})_")
+
+
+def sessions(ssd_path: Path) -> list[Path]:
+    """Session folders under SSD_PATH, oldest first (anything else there is left alone)."""
+    try:
+        entries = os.listdir(ssd_path)
+    except FileNotFoundError:
+        return []
+    return sorted(
+        ssd_path / name for name in entries if _SESSION_RE.match(name) and (ssd_path / name).is_dir()
+    )
+
+
+def last_files(session: Path) -> list[Path]:
+    """The newest chunk and the newest snapshot of a session: the only files a killed recorder
+    can have left half-written."""
+    newest = []
+    for prefix in ("video_", "image_"):
+        files = sorted(session.glob(f"{prefix}*"))
+        files = [f for f in files if f.suffix in (".mp4", ".jpg")]
+        if files:
+            newest.append(files[-1])
+    return newest
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a file that cannot be played to ``<name>.unplayable`` (kept, but no longer looks
+    like a recording)."""
+    target = path.with_name(path.name + UNPLAYABLE_SUFFIX)
+    os.replace(path, target)
+    return target
+
+
+def jpeg_complete(path: Path) -> bool:
+    """A JPEG whose writing finished ends with the end-of-image marker; a cut-off one does not."""
+    with open(path, "rb") as image:
+        image.seek(max(0, path.stat().st_size - 2))
+        return image.read(2) == b"\xff\xd9"
+
+
+def next_index(session: Path, prefix: str) -> int:
+    """The number after the highest ``<prefix>NNNN.*`` in a session folder (0 if none), so a
+    resumed recording continues the numbering instead of overwriting."""
+    numbers = [
+        int(digits)
+        for name in os.listdir(session)
+        if name.startswith(prefix) and (digits := name[len(prefix) :].split(".", 1)[0]).isdigit()
+    ]
+    return max(numbers, default=-1) + 1
+
+
+def disk_reserve_bytes(record_bitrate: int, width: int, height: int, video: bool, images: bool) -> int:
+    """Free space below which the recorder pauses: about 10 s of what it writes, plus 1 MiB.
+    (A JPEG at quality 90 takes roughly 2 bits per pixel.)"""
+    per_second = (record_bitrate // 8 if video else 0) + (width * height // 4 if images else 0)
+    return 10 * per_second + (1 << 20)
 
 
 def session_name(sequence: int, started: float) -> str:

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import logging
@@ -194,6 +195,7 @@ def stop_children(
     for child in children:
         if not child.has_exited():
             child.signal_group(signal.SIGTERM)
+            child.signal_group(signal.SIGCONT)  # a frozen worker must run to finish its files
     deadline = clock() + grace_s
     while clock() < deadline and not all(child.has_exited() for child in children):
         pump(0.05)
@@ -231,48 +233,106 @@ class ChildSet:
     def first_exited(self) -> Child | None:
         return next((child for child in self.children if child.has_exited()), None)
 
-    def stop_all(self, order: list[list[Child]], grace_s: float) -> list[tuple[Child, str]]:
-        """Stop the children stage by stage (e.g. consumers first, then the feeder), reap them
-        all and return how each one ended."""
+    def stop(self, order: list[list[Child]], grace_s: float) -> list[tuple[Child, str]]:
+        """Stop children stage by stage (e.g. consumers first, then the feeder), reap them, and
+        return how each one ended. Children not named go on running."""
+        ended = []
         for stage in order:
             stop_children(stage, grace_s, self.pump)
-        ended = []
-        for child in self.children:
+        for child in (child for stage in order for child in stage):
             for fd in child.fds():
                 if fd in self._selector.get_map():
                     self._selector.unregister(fd)
             ended.append((child, child.reap()))
-        self.children = []
+            self.children.remove(child)
         return ended
 
 
 class RestartPolicy:
-    """Growing pauses between restarts of a stack that keeps failing.
+    """Growing pauses between restarts of something that keeps failing.
 
-    The n-th consecutive failure waits ``min_delay_s * 2**(n-1)``, capped at ``max_delay_s``. A
-    run that stayed up for ``healthy_after_s`` counts as healthy and resets the count.
+    Failures are counted in a sliding window: the n-th failure within ``window_s`` waits
+    ``min_delay_s * 2**(n-1)``, capped at ``max_delay_s``. A run that stayed up for
+    ``healthy_after_s`` counts as healthy and clears the count.
     """
 
     def __init__(
         self,
         min_delay_s: float,
         max_delay_s: float,
-        healthy_after_s: float = 30.0,
+        window_s: float = 600.0,
+        healthy_after_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.min_delay_s = min_delay_s
         self.max_delay_s = max_delay_s
+        self.window_s = window_s
         self.healthy_after_s = healthy_after_s
-        self.failures = 0
         self._clock = clock
         self._started_at = clock()
+        self._failures: collections.deque[float] = collections.deque()
+
+    @property
+    def failures(self) -> int:
+        """Failures counted in the window (including the latest)."""
+        return len(self._failures)
 
     def started(self) -> None:
         self._started_at = self._clock()
 
     def failed(self) -> float:
         """Record a failure of the current run; return the pause before the next start."""
-        if self._clock() - self._started_at >= self.healthy_after_s:
-            self.failures = 0
-        self.failures += 1
-        return min(self.max_delay_s, self.min_delay_s * 2 ** (self.failures - 1))
+        now = self._clock()
+        if now - self._started_at >= self.healthy_after_s:
+            self._failures.clear()
+        while self._failures and now - self._failures[0] > self.window_s:
+            self._failures.popleft()
+        self._failures.append(now)
+        return min(self.max_delay_s, self.min_delay_s * 2 ** (len(self._failures) - 1))
+
+
+class ProgressWatch:
+    """Tells a worker that is alive but not doing its job, from its status reports.
+
+    A worker reports ``progress`` about every second with a ``frames`` counter and an ``idle``
+    flag (nothing is expected of it now: an RTSP worker without viewers, a recorder paused for
+    a full disk). It counts as stalled when no report at all has come for ``limit_s`` (frozen,
+    e.g. SIGSTOPped), or when it is not idle and ``frames`` has not grown for ``limit_s``.
+    """
+
+    def __init__(self, limit_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit_s = limit_s
+        self._clock = clock
+        self.restart()
+
+    def restart(self) -> None:
+        now = self._clock()
+        self._last_report = now
+        self._last_advance = now
+        self._frames: int | None = None
+        self._idle = False
+        self.state = ""
+
+    def observe(self, event: dict[str, Any]) -> None:
+        now = self._clock()
+        self._last_report = now
+        if event.get("event") == "ready":
+            self._last_advance = now
+            return
+        frames = event.get("frames")
+        if isinstance(frames, int) and (self._frames is None or frames > self._frames):
+            self._last_advance = now
+            self._frames = frames
+        self._idle = bool(event.get("idle", False))
+        if self._idle:
+            self._last_advance = now
+        self.state = str(event.get("state", ""))
+
+    def stalled(self) -> str | None:
+        """Why the worker counts as stalled, or None."""
+        now = self._clock()
+        if now - self._last_report > self.limit_s:
+            return f"no report for {now - self._last_report:.1f} s"
+        if now - self._last_advance > self.limit_s:
+            return f"no frames for {now - self._last_advance:.1f} s"
+        return None

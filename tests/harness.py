@@ -20,7 +20,7 @@ import gi
 gi.require_version("Gst", "1.0")
 from gi.repository import Gst  # noqa: E402
 
-from streamer import config, pipelines  # noqa: E402
+from streamer import config, pipelines, shm  # noqa: E402
 from streamer.config import Settings  # noqa: E402
 
 Gst.init(None)
@@ -197,4 +197,11 @@ class ShmReader:
 
 
 def shm_segments() -> set[str]:
-    return {p.name for p in Path("/dev/shm").glob("shmpipe.*")}
+    """Names of shmsink segments whose writer is dead: what a run can leave behind. (Live
+    writers' segments are in use, possibly by another program running alongside the tests.)"""
+    dead = set()
+    for path in Path("/dev/shm").glob("shmpipe.*"):
+        owner = shm.segment_owner(path.name)
+        if owner is not None and not Path(f"/proc/{owner}").exists():
+            dead.add(path.name)
+    return dead

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from streamer import storage
+
+CHUNK_S = 5.5
 
 
 def probe(path: Path) -> dict:
@@ -48,3 +57,80 @@ def jpeg_size(path: Path) -> tuple[int, int]:
         raise AssertionError(f"{path} is not a complete JPEG")
     stream = probe(path)["streams"][0]
     return stream["width"], stream["height"]
+
+
+@dataclass
+class LinkWatch:
+    """Polls the latest_* links while the recorder runs and checks every target it sees."""
+
+    ssd: Path
+    problems: list[str] = field(default_factory=list)
+    targets: dict[str, set[str]] = field(default_factory=lambda: {"video": set(), "image": set()})
+    durations_when_linked: dict[str, float] = field(default_factory=dict)
+    polls: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        links = {
+            "video": self.ssd / storage.LATEST_DIR / storage.LATEST_VIDEO,
+            "image": self.ssd / storage.LATEST_DIR / storage.LATEST_IMAGE,
+        }
+        seen: dict[str, bool] = {"video": False, "image": False}
+        while not self._stop.is_set():
+            self.polls += 1
+            for kind, link in links.items():
+                try:
+                    target = os.readlink(link)
+                except FileNotFoundError:
+                    if seen[kind]:
+                        self.problems.append(f"{link.name} vanished")
+                    continue
+                seen[kind] = True
+                if os.path.isabs(target):
+                    self.problems.append(f"{link.name} -> {target} is absolute")
+                if target in self.targets[kind]:
+                    continue
+                self.targets[kind].add(target)
+                self._check(kind, link, target)
+            time.sleep(0.05)
+
+    def _check(self, kind: str, link: Path, target: str) -> None:
+        try:
+            if kind == "video":
+                codec, _w, _h, duration = video_info(link)  # through the link, as a user would
+                self.durations_when_linked[target] = duration
+                if codec != "h264":
+                    self.problems.append(f"{target}: {codec}")
+            else:
+                jpeg_size(link)
+        except (AssertionError, OSError) as err:
+            self.problems.append(f"{link.name} -> {target}: {err}")
+
+    def start(self) -> LinkWatch:
+        self._thread = threading.Thread(target=self.run, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if hasattr(self, "_thread"):
+            self._thread.join(10)
+
+
+def wait_for_chunks(ssd: Path, count: int, timeout: float = 30) -> Path:
+    """Wait until ``count`` chunks are finished, then return the session folder."""
+    link = ssd / storage.LATEST_DIR / storage.LATEST_VIDEO
+    pattern = re.compile(r"video_(\d+)\.mp4$")
+
+    def finished() -> int:
+        try:
+            match = pattern.search(os.readlink(link))
+        except FileNotFoundError:
+            return 0
+        return int(match.group(1)) + 1 if match else 0
+
+    deadline = time.monotonic() + timeout
+    while finished() < count:
+        assert time.monotonic() < deadline, f"fewer than {count} chunks after {timeout} s"
+        time.sleep(0.05)
+    return link.resolve().parent

@@ -25,7 +25,7 @@ def test_killed_feeder_restarts_the_stack_and_sigterm_leaves_nothing(env, start,
     drone.wait_for("stack is up")
 
     os.kill(first, signal.SIGKILL)
-    drone.wait_for(r"feeder exited \(killed by SIGKILL\): stopping the stack")
+    drone.wait_for(r"feeder killed by SIGKILL: stopping the stack")
     drone.wait_for(rf"removed leaked shared memory .*shmpipe\.\s*{first}\.")
     drone.wait_for("restarting the stack in")
     second = int(drone.wait_for(r"started feeder \(pid (\d+)\)", count=2)[1].group(1))
@@ -74,8 +74,28 @@ def test_refuses_to_start_over_a_running_stack(env, start):
     first.wait_for("stack is up")
     second = start("streamer.drone", env)
     assert second.wait() == 1
-    assert re.search(r"cannot start: .*rec.sock is being served by another process", second.output)
+    first_pid = first.popen.pid
+    assert re.search(rf"cannot start: another stack \(pid {first_pid}\) holds .*rec.sock.lock", second.output)
     # ...and the running stack is untouched
     assert first.popen.poll() is None
     first.signal(signal.SIGTERM)
     assert first.wait() == 0
+
+
+def test_refuses_a_socket_or_port_held_by_a_foreign_process(env, start, workdir: Path):
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as foreign:
+        foreign.bind(env["SHM_STREAM_SOCKET"])
+        foreign.listen()
+        drone = start("streamer.drone", env)
+        assert drone.wait() == 1
+        assert re.search(r"cannot start: .*str.sock is being served by another process", drone.output)
+    os.unlink(env["SHM_STREAM_SOCKET"])
+    with socket.socket() as foreign:
+        foreign.bind(("127.0.0.1", int(env["RTSP_PORT"])))
+        foreign.listen()
+        drone = start("streamer.drone", env)
+        assert drone.wait() == 1
+        assert f"cannot start: RTSP port {env['RTSP_PORT']} is in use by another process" in drone.output
+    assert not list(workdir.glob("*.lock"))

@@ -85,11 +85,13 @@ def test_recorder_encodes_chunks_and_snapshots(settings):
     assert video.startswith("queue name=video_queue leaky=downstream max-size-buffers=6 ")
     assert "x264enc name=video_encoder speed-preset=superfast bitrate=4000 key-int-max=23 " in video
     assert "option-string=scenecut=0" in video  # no extra keyframes: chunk lengths stay exact
-    assert 'location="/ssd/00001_x/video_%05d.mp4" max-size-time=5540000000 max-size-bytes=0' in video
+    assert 'location="/ssd/00001_x/video_%05d.mp4" start-index=0 max-size-time=5540000000 ' in video
     assert 'muxer="mp4mux fragment-duration=500 fragment-mode=first-moov-then-finalise"' in video
     assert 'sink="filesink buffer-mode=unbuffered"' in video
     assert "videorate drop-only=true max-rate=1 ! jpegenc" in images
-    assert 'location="/ssd/00001_x/image_%06d.jpg" post-messages=true' in images
+    assert 'location="/ssd/00001_x/image_%06d.jpg" index=0 post-messages=true' in images
+    resumed = pipelines.recorder(settings, "/ssd/00001_x", first_chunk=7, first_image=40)
+    assert "start-index=7 " in resumed and "index=40 " in resumed
 
 
 @pytest.mark.parametrize(("video", "images", "branches"), [("1", "0", 1), ("0", "1", 1)])

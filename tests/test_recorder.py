@@ -6,10 +6,9 @@ import os
 import re
 import shutil
 import signal
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 
 from streamer import pipelines, shm, storage
 from tests.harness import TEST_FPS, TEST_HEIGHT, TEST_WIDTH, Proc, shm_segments, short_tempdir, stack_env
-from tests.media import decodes_cleanly, jpeg_size, video_info
+from tests.media import LinkWatch, decodes_cleanly, jpeg_size, video_info, wait_for_chunks
 
 RUN_SECONDS = 20
 CHUNK_S = 5.5
@@ -32,57 +31,6 @@ def log_time(line: str) -> float:
 
 def sessions(ssd: Path) -> list[Path]:
     return sorted(p for p in ssd.iterdir() if p.is_dir() and p.name != storage.LATEST_DIR)
-
-
-@dataclass
-class LinkWatch:
-    """Polls the latest_* links while the recorder runs and checks every target it sees."""
-
-    ssd: Path
-    problems: list[str] = field(default_factory=list)
-    targets: dict[str, set[str]] = field(default_factory=lambda: {"video": set(), "image": set()})
-    durations_when_linked: dict[str, float] = field(default_factory=dict)
-    polls: int = 0
-    _stop: threading.Event = field(default_factory=threading.Event)
-
-    def run(self) -> None:
-        links = {
-            "video": self.ssd / storage.LATEST_DIR / storage.LATEST_VIDEO,
-            "image": self.ssd / storage.LATEST_DIR / storage.LATEST_IMAGE,
-        }
-        seen: dict[str, bool] = {"video": False, "image": False}
-        while not self._stop.is_set():
-            self.polls += 1
-            for kind, link in links.items():
-                try:
-                    target = os.readlink(link)
-                except FileNotFoundError:
-                    if seen[kind]:
-                        self.problems.append(f"{link.name} vanished")
-                    continue
-                seen[kind] = True
-                if os.path.isabs(target):
-                    self.problems.append(f"{link.name} -> {target} is absolute")
-                if target in self.targets[kind]:
-                    continue
-                self.targets[kind].add(target)
-                self._check(kind, link, target)
-            time.sleep(0.05)
-
-    def _check(self, kind: str, link: Path, target: str) -> None:
-        try:
-            if kind == "video":
-                codec, _w, _h, duration = video_info(link)  # through the link, as a user would
-                self.durations_when_linked[target] = duration
-                if codec != "h264":
-                    self.problems.append(f"{target}: {codec}")
-            else:
-                jpeg_size(link)
-        except (AssertionError, OSError) as err:
-            self.problems.append(f"{link.name} -> {target}: {err}")
-
-    def stop(self) -> None:
-        self._stop.set()
 
 
 @dataclass
@@ -102,17 +50,14 @@ def run() -> Iterator[Run]:
     segments_before = shm_segments()
     drone = Proc("streamer.drone", stack_env(workdir, ENABLE_RTSP="0"))
     watch = LinkWatch(ssd)
-    poller = threading.Thread(target=watch.run, daemon=True)
     try:
         drone.wait_for("recorder: receiving frames")
-        poller.start()
+        watch.start()
         time.sleep(RUN_SECONDS)  # the length of the recording under test, not a wait for a condition
         drone.signal(signal.SIGTERM)
         exit_code = drone.wait(30)
     finally:
         watch.stop()
-        if poller.is_alive():
-            poller.join(10)
         if drone.popen.poll() is None:
             drone.kill_group()
     started = log_time(drone.matches(r".* recorder: receiving frames")[0].group(0))
@@ -172,25 +117,6 @@ def test_latest_links_always_resolve_to_complete_files(run: Run):
     assert video.resolve() == chunks_of(run)[-1].resolve()  # the last one, finalised on SIGTERM
 
 
-def wait_for_chunks(ssd: Path, count: int, timeout: float = 30) -> Path:
-    """Wait until ``count`` chunks are finished, then return the session folder."""
-    link = ssd / storage.LATEST_DIR / storage.LATEST_VIDEO
-    pattern = re.compile(r"video_(\d+)\.mp4$")
-
-    def finished() -> int:
-        try:
-            match = pattern.search(os.readlink(link))
-        except FileNotFoundError:
-            return 0
-        return int(match.group(1)) + 1 if match else 0
-
-    deadline = time.monotonic() + timeout
-    while finished() < count:
-        assert time.monotonic() < deadline, f"fewer than {count} chunks after {timeout} s"
-        time.sleep(0.05)
-    return link.resolve().parent
-
-
 def seconds_into_open_chunk(session: Path, seconds: float, timeout: float = 20) -> None:
     """Wait until the open chunk holds about ``seconds`` of video, judged by the snapshots
     finished since the last chunk was (one per second, written as frames arrive)."""
@@ -209,7 +135,7 @@ def test_sigkill_mid_chunk_keeps_every_chunk_playable_and_restart_overwrites_not
     seconds_into_open_chunk(session, 3)
     recorder_pid = int(drone.matches(r"started recorder \(pid (\d+)\)")[0].group(1))
     os.kill(recorder_pid, signal.SIGKILL)
-    drone.wait_for(r"recorder exited \(killed by SIGKILL\)")
+    drone.wait_for(r"recorder killed by SIGKILL: stopping the stack")
     drone.wait_for("recorder: receiving frames", count=2)  # the watchdog restarted the stack
     files_after_kill = {p: p.stat().st_size for p in session.iterdir()}
     wait_for_chunks(ssd, 1)  # the new session's first chunk
@@ -289,3 +215,21 @@ def test_other_frame_rates_keep_chunks_close_to_5_5_s():
         assert gop <= fps and 2 * gop >= fps, (fps, gop)  # keyframes every 0.5 to 1 s
         assert abs(gop * gops / fps - CHUNK_S) <= 0.1, (fps, gop, gops)
     assert pipelines.record_keyframes(TEST_FPS) == (15, 11)
+
+
+def test_files_a_killed_recorder_left_half_written_are_set_aside(env, start):
+    ssd = Path(env["SSD_PATH"])
+    earlier = storage.create_session_dir(ssd)
+    (earlier / "video_00000.mp4").write_bytes(b"\0\0\0\x18ftypisom")  # killed before its first fragment
+    (earlier / "image_000000.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut")  # killed mid-write
+    feeder = start("streamer.feeder", env)
+    feeder.wait_for("camera is delivering frames")
+    recorder = start("streamer.recorder", env)
+    recorder.wait_for("receiving frames")
+    for name in ("video_00000.mp4", "image_000000.jpg"):
+        recorder.wait_for(rf"{name} cannot be played .*: renamed to \*\.unplayable")
+        assert (earlier / f"{name}.unplayable").exists()
+        assert not (earlier / name).exists()
+    for proc in (recorder, feeder):
+        proc.signal(signal.SIGTERM)
+        assert proc.wait() == 0

@@ -73,3 +73,34 @@ def test_repointing_is_atomic_for_a_concurrent_reader(tmp_path: Path):
     reader.join()
     assert not failures
     assert sorted(p.name for p in links.directory.iterdir()) == [storage.LATEST_IMAGE]  # no temp left
+
+
+def test_numbering_continues_after_the_highest_existing_file(tmp_path: Path):
+    assert storage.next_index(tmp_path, "video_") == 0
+    for name in ("video_00000.mp4", "video_00003.mp4", "image_000009.jpg", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    assert storage.next_index(tmp_path, "video_") == 4
+    assert storage.next_index(tmp_path, "image_") == 10
+
+
+def test_disk_reserve_is_about_ten_seconds_of_recording():
+    defaults = storage.disk_reserve_bytes(4_000_000, 1280, 720, video=True, images=True)
+    assert defaults == 10 * (500_000 + 230_400) + (1 << 20)
+    assert storage.disk_reserve_bytes(4_000_000, 1280, 720, video=False, images=False) == 1 << 20
+
+
+def test_only_session_folders_count_and_their_newest_files_are_checked(tmp_path: Path):
+    first = storage.create_session_dir(tmp_path, started=T0)
+    second = storage.create_session_dir(tmp_path, started=T0)
+    (tmp_path / "user-notes").mkdir()
+    (tmp_path / storage.LATEST_DIR).mkdir()
+    assert storage.sessions(tmp_path) == [first, second]
+    for name in ("video_00000.mp4", "video_00001.mp4", "image_000000.jpg", "image_000001.jpg"):
+        (second / name).write_bytes(b"\xff\xd8 data \xff\xd9")
+    assert storage.last_files(second) == [second / "video_00001.mp4", second / "image_000001.jpg"]
+    assert storage.jpeg_complete(second / "image_000001.jpg")
+    (second / "image_000001.jpg").write_bytes(b"\xff\xd8 data cut o")
+    assert not storage.jpeg_complete(second / "image_000001.jpg")
+    aside = storage.set_aside(second / "image_000001.jpg")
+    assert aside.name == "image_000001.jpg.unplayable"
+    assert storage.last_files(second)[-1] == second / "image_000000.jpg"

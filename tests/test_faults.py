@@ -1,0 +1,273 @@
+"""Fault injection on the real stack: kills, freezes, power cuts, a full disk, a lost camera."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from streamer import storage
+from tests.harness import TEST_FPS, Proc, wait_until
+from tests.media import CHUNK_S, LinkWatch, decodes_cleanly, video_info, wait_for_chunks
+from tests.rtsp_viewer import RtspViewer
+
+FAST_RESTARTS = {"RESTART_DELAY_MIN_S": "0.1", "RESTART_DELAY_MAX_S": "0.5"}
+
+
+def url(env: dict[str, str]) -> str:
+    return f"rtsp://127.0.0.1:{env['RTSP_PORT']}/live"
+
+
+def pid_of(drone: Proc, worker: str) -> int:
+    """The pid of the most recently started ``worker``."""
+    return int(drone.matches(rf"started {worker} \(pid (\d+)\)")[-1].group(1))
+
+
+def sessions(ssd: Path) -> list[Path]:
+    return sorted(p for p in ssd.iterdir() if p.is_dir() and p.name != storage.LATEST_DIR)
+
+
+def latest_image(ssd: Path) -> str | None:
+    try:
+        return os.readlink(ssd / storage.LATEST_DIR / storage.LATEST_IMAGE)
+    except FileNotFoundError:
+        return None
+
+
+def recording_goes_on(ssd: Path, timeout: float = 20) -> None:
+    """Wait for a snapshot newer than the one linked now (one is finished every second)."""
+    before = latest_image(ssd)
+    wait_until(lambda: latest_image(ssd) not in (None, before), timeout, "a new snapshot")
+
+
+def stream_is_back(env: dict[str, str], frames: int = 5, timeout: float = 20) -> None:
+    viewer = RtspViewer(url(env), "tcp").start()
+    try:
+        assert viewer.wait_frames(frames, timeout), viewer.report()
+    finally:
+        viewer.stop()
+
+
+def all_chunks(ssd: Path) -> list[Path]:
+    return sorted(ssd.glob("*/video_*.mp4"))
+
+
+def longest_gap(times: list[float]) -> float:
+    return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
+
+
+def test_sigkill_a_random_worker_ten_times(env, start):
+    env.update(FAST_RESTARTS)
+    ssd = Path(env["SSD_PATH"])
+    seed = random.randrange(1 << 30)
+    chooser = random.Random(seed)
+    drone = start("streamer.drone", env)
+    drone.wait_for("stack is up")
+    links = LinkWatch(ssd).start()
+    try:
+        for round_ in range(1, 11):
+            victim = chooser.choice(["feeder", "recorder", "rtsp"])
+            killed = rf"{victim} killed by SIGKILL: stopping the stack"
+            before = len(drone.matches(killed))
+            os.kill(pid_of(drone, victim), signal.SIGKILL)
+            drone.wait_for(killed, count=before + 1)
+            drone.wait_for("stack is up", count=round_ + 1, timeout=30)
+            stream_is_back(env)
+            recording_goes_on(ssd)
+    finally:
+        links.stop()
+    drone.signal(signal.SIGTERM)
+    assert drone.wait() == 0
+    assert not links.problems, (seed, links.problems)
+    assert len(sessions(ssd)) == 11, seed
+    for chunk in all_chunks(ssd):  # closed ones, and the ones cut short by a killed recorder
+        assert decodes_cleanly(chunk) == "", (seed, chunk)
+
+
+def test_a_recorder_frozen_for_10_s_slows_nothing_and_is_not_restarted(env, start):
+    ssd = Path(env["SSD_PATH"])
+    drone = start("streamer.drone", env)
+    drone.wait_for("stack is up")
+    viewer = RtspViewer(url(env), "udp").start()
+    try:
+        assert viewer.wait_frames(30, 20), viewer.report()
+        recorder = pid_of(drone, "recorder")
+        os.kill(recorder, signal.SIGSTOP)  # a disk so slow the recorder stops moving
+        frozen_at = time.monotonic()
+        frames_before = viewer.frames
+        while time.monotonic() - frozen_at < 10:  # the freeze, not a wait for a condition
+            time.sleep(0.2)
+        rate = (viewer.frames - frames_before) / (time.monotonic() - frozen_at)
+        os.kill(recorder, signal.SIGCONT)
+        recording_goes_on(ssd)
+    finally:
+        os.kill(pid_of(drone, "recorder"), signal.SIGCONT)
+        viewer.stop()
+    assert 0.8 * TEST_FPS <= rate <= 1.2 * TEST_FPS, rate
+    assert "stopping the stack" not in drone.output
+    assert pid_of(drone, "recorder") == recorder
+    drone.signal(signal.SIGTERM)
+    assert drone.wait() == 0
+
+
+def test_a_recorder_frozen_past_its_stall_limit_is_restarted(env, start):
+    env.update(FAST_RESTARTS, STALL_RECORDER_S="3")
+    ssd = Path(env["SSD_PATH"])
+    drone = start("streamer.drone", env)
+    drone.wait_for("stack is up")
+    recording_goes_on(ssd)
+    os.kill(pid_of(drone, "recorder"), signal.SIGSTOP)
+    drone.wait_for(r"recorder stalled \(no report for 3\.\d s\): stopping the stack")
+    drone.wait_for("stack is up", count=2)
+    recording_goes_on(ssd)
+    drone.signal(signal.SIGTERM)
+    assert drone.wait() == 0
+    first, _second = sessions(ssd)
+    for chunk in sorted(first.glob("video_*.mp4")):  # finalised after SIGTERM + SIGCONT
+        assert decodes_cleanly(chunk) == "", chunk
+
+
+def test_a_frozen_feeder_restarts_the_stack(env, start):
+    env.update(FAST_RESTARTS)
+    drone = start("streamer.drone", env)
+    drone.wait_for("stack is up")
+    os.kill(pid_of(drone, "feeder"), signal.SIGSTOP)
+    frozen_at = time.monotonic()
+    drone.wait_for(r"feeder stalled \(no (report|frames) for 3\.\d s\): stopping the stack")
+    drone.wait_for("stack is up", count=2)
+    print(f"frozen feeder: stack up again {time.monotonic() - frozen_at:.1f} s after SIGSTOP (limit 3 s)")
+    stream_is_back(env)
+    drone.signal(signal.SIGTERM)
+    assert drone.wait() == 0
+
+
+def test_worker_scope_restarts_a_killed_recorder_alone(env, start):
+    env.update(FAST_RESTARTS, RESTART_SCOPE="worker")
+    ssd = Path(env["SSD_PATH"])
+    drone = start("streamer.drone", env)
+    drone.wait_for("stack is up")
+    feeder, rtsp_worker = pid_of(drone, "feeder"), pid_of(drone, "rtsp")
+    viewer = RtspViewer(url(env), "udp").start()
+    try:
+        assert viewer.wait_frames(30, 20), viewer.report()
+        watched_from = len(viewer.frame_times)
+        os.kill(pid_of(drone, "recorder"), signal.SIGKILL)
+        drone.wait_for("recorder killed by SIGKILL: restarting it alone")
+        drone.wait_for("recorder: receiving frames", count=2)
+        recording_goes_on(ssd)
+        gap = longest_gap(viewer.frame_times[watched_from:])
+    finally:
+        viewer.stop()
+    assert not viewer.errors
+    assert gap < 0.5, f"the stream paused for {gap:.2f} s"
+    assert (pid_of(drone, "feeder"), pid_of(drone, "rtsp")) == (feeder, rtsp_worker)
+    assert "stopping the stack" not in drone.output
+    drone.signal(signal.SIGTERM)
+    assert drone.wait() == 0
+
+
+def test_power_cut_loses_at_most_about_a_second_and_the_next_start_works(env, start, workdir: Path):
+    ssd = Path(env["SSD_PATH"])
+    drone = start("streamer.drone", env)
+    drone.wait_for("recorder: receiving frames")
+    started = time.monotonic()
+    wait_for_chunks(ssd, 2)
+    time.sleep(2.0)  # into the third chunk: where the cut lands is the point of the test
+    stack = [drone.popen.pid, *(pid_of(drone, w) for w in ("feeder", "recorder", "rtsp"))]
+    for pid in stack:  # everything at once, nobody gets to clean up
+        os.kill(pid, signal.SIGKILL)
+    cut_at = time.monotonic()
+    drone.wait()
+    wait_until(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in stack[1:]), 10, "the workers to die")
+
+    chunks = all_chunks(ssd)
+    assert len(chunks) == 3, chunks
+    for chunk in chunks:
+        assert decodes_cleanly(chunk) == "", chunk
+    recorded = sum(video_info(chunk)[3] for chunk in chunks)
+    lost = (cut_at - started) - recorded
+    print(f"power cut: {recorded:.2f} s on disk of {cut_at - started:.2f} s recorded, {lost:.2f} s lost")
+    assert lost <= 1.5, f"{lost:.2f} s lost"
+    assert video_info(chunks[0])[3] == pytest.approx(CHUNK_S, abs=0.1)
+
+    # What the cut left (socket files, shm segments, the lock) does not stop the next start.
+    assert (workdir / "rec.sock").exists()
+    again = start("streamer.drone", env)
+    again.wait_for("removed stale socket .*rec.sock")
+    again.wait_for(rf"removed leaked shared memory .*shmpipe\.\s*{stack[1]}\.")
+    again.wait_for("stack is up")
+    stream_is_back(env)
+    again.signal(signal.SIGTERM)
+    assert again.wait() == 0  # the workdir fixture then checks nothing at all is left
+
+
+@pytest.fixture
+def small_disk(workdir: Path):
+    """A 12 MiB tmpfs as SSD_PATH (needs root)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    ssd = workdir / "ssd"
+    ssd.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(ssd)], check=True)
+    yield ssd
+    subprocess.run(["umount", "-l", str(ssd)], check=False)
+
+
+def test_full_disk_pauses_recording_not_the_stream_and_resumes(env, start, small_disk: Path):
+    env.update(RECORD_BITRATE="500000")  # reserve ≈ 1.8 MiB at 320x240: pauses below, resumes at 2x
+    filler = small_disk / "user-file.bin"
+    filler.write_bytes(b"\0" * (9 << 20))  # a user's file: leaves ~3 MiB
+    drone = start("streamer.drone", env)
+    drone.wait_for("stack is up")
+    viewer = RtspViewer(url(env), "udp").start()
+    try:
+        drone.wait_for(r"recorder: disk full: .* recording paused \(the stream goes on\)", timeout=60)
+        watched_from = len(viewer.frame_times)
+        paused_at = time.monotonic()
+        while time.monotonic() - paused_at < 3:  # the stream while the disk is full
+            time.sleep(0.2)
+        rate = (len(viewer.frame_times) - watched_from) / (time.monotonic() - paused_at)
+        (session,) = sessions(small_disk)
+        written = sorted(session.glob("video_*.mp4"))
+        assert written, "nothing was recorded before the disk filled"
+        for chunk in written:
+            assert decodes_cleanly(chunk) == "", chunk
+        filler.unlink()
+        drone.wait_for("recorder: space is back .*: recording resumes", timeout=20)
+        recording_goes_on(small_disk)
+        wait_until(lambda: len(list(session.glob("video_*.mp4"))) > len(written), 20, "a new chunk")
+    finally:
+        viewer.stop()
+    assert 0.8 * TEST_FPS <= rate <= 1.2 * TEST_FPS, rate
+    assert "stopping the stack" not in drone.output  # no crash loop, nothing restarted
+    drone.signal(signal.SIGTERM)
+    assert drone.wait() == 0
+    for chunk in sorted(session.glob("video_*.mp4")):
+        assert decodes_cleanly(chunk) == "", chunk
+
+
+def test_a_lost_camera_is_retried_slowly_and_the_stack_resumes_when_it_is_back(env, start, workdir: Path):
+    plug = workdir / "unplugged"
+    env.update(CAMERA_UNPLUG_FILE=str(plug), RESTART_DELAY_MIN_S="0.2", RESTART_DELAY_MAX_S="1.6")
+    plug.touch()  # never there at start
+    drone = start("streamer.drone", env)
+    delays = drone.wait_for(r"restarting the stack in ([\d.]+) s", count=4)
+    assert "feeder: camera test is unplugged" in drone.output
+    assert [float(m.group(1)) for m in delays] == [0.2, 0.4, 0.8, 1.6]
+    plug.unlink()  # plugged in
+    drone.wait_for("stack is up")
+    stream_is_back(env)
+    plug.touch()  # unplugged in flight
+    drone.wait_for("feeder: camera test was unplugged")
+    drone.wait_for("feeder exited with status 1: stopping the stack")
+    plug.unlink()
+    drone.wait_for("stack is up", count=2)
+    stream_is_back(env)
+    drone.signal(signal.SIGTERM)
+    assert drone.wait() == 0
