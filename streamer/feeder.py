@@ -12,7 +12,7 @@ import os
 import threading
 import time
 
-from streamer import gst, pipelines, shm
+from streamer import gst, pipelines, shm, stamp
 from streamer.config import Settings
 from streamer.status import StatusWriter
 from streamer.worker import EXIT_FAILURE, run_worker
@@ -39,6 +39,11 @@ def camera_lost(settings: Settings) -> str | None:
 
 def check_camera(settings: Settings) -> str | None:
     """Why the configured camera cannot deliver the requested mode, or None if it can."""
+    if settings.stamped_camera:
+        try:
+            stamp.block_size(settings.video_width, settings.video_height)
+        except stamp.StampError as err:
+            return f"CAMERA={settings.camera}: {err}"
     if settings.synthetic_camera:
         if unplugged(settings):
             return f"camera {settings.camera} is unplugged ({settings.camera_unplug_file} exists)"
@@ -58,6 +63,56 @@ def check_camera(settings: Settings) -> str | None:
         f"camera {device} cannot deliver MJPEG {settings.video_width}x{settings.video_height}"
         f"@{settings.video_fps} (VIDEO_WIDTH, VIDEO_HEIGHT, VIDEO_FPS); it offers: {modes}"
     )
+
+
+class CaptureStamper:
+    """Writes each frame's capture wall-clock time into its pixels (``CAMERA=test-stamped``).
+
+    Runs on the raw frame between the synthetic camera and its JPEG encoder, the moment the live
+    source releases the frame, so a client that decodes the stream can tell how old each
+    picture is (``streamer.probe``). The frame is written in place through its memory: with
+    Debian's PyGObject, mapping the buffer itself for writing fails ("non-writable buffer")
+    while mapping its one memory works (see the field notes).
+    """
+
+    def __init__(self, log: logging.Logger) -> None:
+        self._log = log
+        self._layout: stamp.FrameLayout | None = None
+        self._warned = False
+
+    @classmethod
+    def attach(cls, element: gst.Gst.Element, log: logging.Logger) -> CaptureStamper:
+        """Stamp every frame entering ``element`` (the camera's named identity)."""
+        stamper = cls(log)
+        element.get_static_pad("sink").add_probe(gst.Gst.PadProbeType.BUFFER, stamper.on_frame)
+        return stamper
+
+    def on_frame(self, pad: gst.Gst.Pad, info: gst.Gst.PadProbeInfo) -> gst.Gst.PadProbeReturn:
+        captured = time.time()  # wall clock: a client on another machine compares with its own
+        buffer = info.get_buffer()
+        if self._layout is None:
+            video = gst.GstVideo.VideoInfo.new_from_caps(pad.get_current_caps())
+            self._layout = stamp.FrameLayout.from_planes(
+                video.width, video.height, video.offset, video.stride
+            )
+        if buffer.n_memory() != 1:
+            self._warn(f"frame in {buffer.n_memory()} memories, not stamped")
+            return gst.Gst.PadProbeReturn.OK
+        memory = buffer.peek_memory(0)
+        ok, mapped = memory.map(gst.Gst.MapFlags.READ | gst.Gst.MapFlags.WRITE)
+        if not ok:
+            self._warn("frame cannot be mapped for writing, not stamped")
+            return gst.Gst.PadProbeReturn.OK
+        try:
+            stamp.write(mapped.data, self._layout, stamp.ms_value(captured))
+        finally:
+            memory.unmap(mapped)
+        return gst.Gst.PadProbeReturn.OK
+
+    def _warn(self, message: str) -> None:
+        if not self._warned:
+            self._log.warning("%s", message)
+            self._warned = True
 
 
 class FrameCounter:
@@ -115,6 +170,15 @@ def run(settings: Settings, status: StatusWriter, log: logging.Logger) -> int:
     )
     runner = gst.PipelineRunner(pipelines.feeder(settings), log)
     counter = FrameCounter(status, log)
+    if settings.stamped_camera:
+        CaptureStamper.attach(runner.element(pipelines.STAMP_ELEMENT), log)
+        log.info(
+            "stamping each frame with its capture time (%d rows at the top)",
+            stamp.band_height(settings.video_width, settings.video_height),
+        )
+    gst.add_buffer_probe(runner.element(pipelines.TEE_ELEMENT), "sink", counter.on_frame)
+    gst.GLib.timeout_add(int(PROGRESS_INTERVAL_S * 1000), counter.report)
+
     def watch_camera() -> bool:
         problem = camera_lost(settings)
         if problem:

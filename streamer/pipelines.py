@@ -32,6 +32,7 @@ RTP_PAYLOAD_TYPE = 96
 
 # Element names the workers look up by name.
 CAMERA_ELEMENT = "camera"
+STAMP_ELEMENT = "stamp"  # the stamped synthetic camera: where capture times are written
 TEE_ELEMENT = "split"
 SHM_INPUT_ELEMENT = "shm_input"
 RECORDER_TEE_ELEMENT = "record"
@@ -61,12 +62,16 @@ def camera_source(s: Settings) -> str:
     """A live MJPEG source: the V4L2 device, or the synthetic camera standing in for one.
 
     The synthetic camera paces itself at the frame rate (``is-live``), moves, and produces JPEG
-    frames, so everything after this point runs exactly as it would with a real camera.
+    frames, so everything after this point runs exactly as it would with a real camera. Stamped
+    (``CAMERA=test-stamped``), it carries each frame's capture time in its pixels.
     """
     if s.synthetic_camera:
+        # The stamped camera passes each raw frame through a named identity, where the feeder
+        # writes the capture time into its pixels (streamer.stamp) before it is JPEG-encoded.
+        stamp = f"! identity name={STAMP_ELEMENT} " if s.stamped_camera else ""
         return (
             f"videotestsrc name={CAMERA_ELEMENT} is-live=true pattern=smpte horizontal-speed=4 "
-            f"! {raw_caps(s)} ! jpegenc quality=85 ! {jpeg_caps(s)}"
+            f"! {raw_caps(s)} {stamp}! jpegenc quality=85 ! {jpeg_caps(s)}"
         )
     return f'v4l2src name={CAMERA_ELEMENT} device="{s.camera}" ! {jpeg_caps(s)}'
 

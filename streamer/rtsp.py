@@ -136,6 +136,13 @@ class StreamServer:
         self.medias_created += 1
         pipeline = media.get_element()
         self.encoder = pipeline.get_by_name(pipelines.STREAM_ENCODER_ELEMENT)
+        # Send each packet as soon as it is encoded. The media's sinks sync to the clock and
+        # would otherwise hold every packet for the pipeline latency: the sinks' default 20 ms
+        # processing deadline (shmsrc and zerolatency x264 add none). Frames are stamped when
+        # they arrive from shared memory, so once encoded they are due at once.
+        top = pipeline.get_parent()
+        if isinstance(top, Gst.Pipeline):
+            top.set_latency(0)
         gst.add_buffer_probe(pipeline.get_by_name(pipelines.PAYLOADER_ELEMENT), "sink", self._on_frame)
         media.connect("handle-message", self._on_media_message)
         media.connect("unprepared", self._on_media_unprepared)

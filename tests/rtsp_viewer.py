@@ -33,7 +33,9 @@ class RtspViewer:
         self.frame_times: list[float] = []
         self.size: tuple[int, int] | None = None
         self.deltas_before_keyframe: int | None = None  # access units received before the first IDR
-        self.errors: list[str] = []
+        self.errors: list[str] = []  # while playing
+        self.teardown_errors: list[str] = []  # while being stopped (e.g. TEARDOWN under load)
+        self._stopping = False
         self._deltas = 0
         self._lock = threading.Lock()
         self.pipeline.get_by_name("out").connect("new-sample", self._on_sample)
@@ -62,7 +64,8 @@ class RtspViewer:
         return Gst.FlowReturn.OK
 
     def _on_error(self, _bus: Gst.Bus, message: Gst.Message) -> None:
-        self.errors.append(message.parse_error()[0].message)
+        errors = self.teardown_errors if self._stopping else self.errors
+        errors.append(message.parse_error()[0].message)
 
     def start(self) -> RtspViewer:
         self.started_at = time.monotonic()
@@ -70,6 +73,7 @@ class RtspViewer:
         return self
 
     def stop(self) -> None:
+        self._stopping = True
         self.pipeline.set_state(Gst.State.NULL)
 
     @property
