@@ -57,6 +57,8 @@ class Settings:
     video_height: int
     video_bitrate: int  # bit/s, the RTSP stream
     record_bitrate: int  # bit/s, the recorded MP4 chunks
+    record_min_free: tuple[int, float]  # keep free on SSD_PATH: (bytes, fraction of the disk), the larger
+    record_max_age_s: float | None  # delete recordings older than this; None: keep until space runs out
     shm_recorder_socket: str
     shm_stream_socket: str
     rtsp_port: int
@@ -178,6 +180,43 @@ def _optional_file(raw: str) -> Path | None:
     return Path(raw)
 
 
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?", re.IGNORECASE)
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)", re.IGNORECASE)
+
+
+def _free_space(raw: str) -> tuple[int, float]:
+    """A percentage of the disk ("5%") or a size ("2G", "500M", "1048576")."""
+    text = raw.strip()
+    allowed = "must be a percentage of the disk from 0 to 90 (e.g. 5%) or a size like 2G, 500M or 0"
+    if text.endswith("%"):
+        try:
+            percent = float(text[:-1])
+        except ValueError:
+            raise ValueError(allowed) from None
+        if not 0 <= percent <= 90:
+            raise ValueError(allowed)
+        return 0, percent / 100
+    match = _SIZE_RE.fullmatch(text)
+    if not match:
+        raise ValueError(allowed)
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).upper()]), 0.0
+
+
+def _optional_duration(raw: str) -> float | None:
+    """Empty (off), or a duration like 7d, 12h, 30m, 90s or a number of seconds."""
+    text = raw.strip()
+    if not text:
+        return None
+    match = _DURATION_RE.fullmatch(text)
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(
+            "must be empty (keep recordings until space is needed) or a duration like 7d, 12h, 30m, 90s"
+        )
+    return float(match.group(1)) * _DURATION_UNITS[(match.group(2) or "s").lower()]
+
+
 def _log_level(raw: str) -> str:
     level = raw.strip().upper()
     if level in _LOG_LEVELS:
@@ -222,6 +261,8 @@ def _settings_table(home: str) -> tuple[_Setting, ...]:
         _Setting("video_height", "VIDEO_HEIGHT", "720", _even_range(16, 4320)),
         _Setting("video_bitrate", "VIDEO_BITRATE", "2000000", _int_range(10_000, 100_000_000)),
         _Setting("record_bitrate", "RECORD_BITRATE", "4000000", _int_range(10_000, 100_000_000)),
+        _Setting("record_min_free", "RECORD_MIN_FREE", "5%", _free_space),
+        _Setting("record_max_age_s", "RECORD_MAX_AGE", "", _optional_duration),
         _Setting("shm_recorder_socket", "SHM_RECORDER_SOCKET", "/tmp/drone_cam_rec.sock", _socket_path),
         _Setting("shm_stream_socket", "SHM_STREAM_SOCKET", "/tmp/drone_cam_str.sock", _socket_path),
         _Setting("rtsp_port", "RTSP_PORT", "8554", _int_range(1, 65535)),

@@ -21,6 +21,7 @@ def test_defaults(tmp_path: Path):
     assert s.shm_sockets == ("/tmp/drone_cam_rec.sock", "/tmp/drone_cam_str.sock")
     assert (s.rtsp_port, s.rtsp_path) == (8554, "/live")
     assert s.frame_bytes == 1_382_400
+    assert s.record_min_free == (0, 0.05) and s.record_max_age_s is None
 
 
 def test_values_are_parsed(tmp_path: Path):
@@ -84,6 +85,10 @@ BAD = [
     ("RESTART_DELAY_MIN_S", "nan", "number of seconds"),
     ("RESTART_DELAY_MAX_S", "0.1", "must not be below RESTART_DELAY_MIN_S"),
     ("STOP_GRACE_S", "-1", "number of seconds"),
+    ("RECORD_MIN_FREE", "lots", "a percentage of the disk from 0 to 90 (e.g. 5%) or a size like 2G"),
+    ("RECORD_MIN_FREE", "95%", "a percentage of the disk from 0 to 90"),
+    ("RECORD_MAX_AGE", "-3h", "a duration like 7d, 12h, 30m, 90s"),
+    ("RECORD_MAX_AGE", "0", "a duration like"),
     ("ENABLE_RSTP", "0", "unknown setting (did you mean ENABLE_RTSP?)"),
     ("VIDEO_FRAMERATE", "30", "unknown setting"),
 ]
