@@ -12,11 +12,12 @@ This module imports nothing from the rest of the project.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,17 @@ _RTSP_PATH_RE = re.compile(r"(/[A-Za-z0-9_.~-]+)+")
 _TRUE = frozenset({"1", "true", "yes"})
 _FALSE = frozenset({"0", "false", "no"})
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+RTSP_AUTH_METHODS = ("digest", "basic")
+# Files and folders the stack creates are never writable by others, nor readable by the world
+# (recordings, lock files): set by every worker and by the controller before anything is made.
+PRIVATE_UMASK = 0o027
+REDACTED = "<redacted>"
+# User names: what RTSP clients put in a URL or an Authorization header without escaping.
+_RTSP_USER_RE = re.compile(r"[A-Za-z0-9_.@+-]{1,64}")
+# Credentials in a URL (rtsp://user:password@host/...): the part between // and @.
+_URL_CREDENTIALS_RE = re.compile(r"(?<=//)[^/@\s]*:[^/@\s]*@")
+# Variable names whose values are never echoed in an error message.
+_SECRET_WORDS = ("PASS", "SECRET", "TOKEN")
 
 # Unknown variables with these prefixes are almost always typos of ours (ENABLE_RSTP=0).
 OWN_PREFIXES = ("ENABLE_", "VIDEO_", "RECORD_", "RTSP_", "SHM_", "RESTART_", "STOP_", "STALL_", "CAMERA_")
@@ -63,6 +75,12 @@ class Settings:
     shm_stream_socket: str
     rtsp_port: int
     rtsp_path: str
+    rtsp_bind: str  # the address the RTSP server listens on; 0.0.0.0: all IPv4 addresses
+    # (user, password) pairs allowed to watch; empty: no authentication. Never in a repr or log.
+    rtsp_credentials: tuple[tuple[str, str], ...] = field(repr=False)
+    rtsp_auth_method: str  # "digest" (default) or "basic" (only when asked for)
+    rtsp_tls_cert: Path | None  # PEM certificate (chain); with rtsp_tls_key: serve rtsps://
+    rtsp_tls_key: Path | None
     log_level: str
     restart_delay_min_s: float
     restart_delay_max_s: float
@@ -88,6 +106,33 @@ class Settings:
     @property
     def shm_sockets(self) -> tuple[str, str]:
         return (self.shm_recorder_socket, self.shm_stream_socket)
+
+    @property
+    def rtsp_auth(self) -> bool:
+        return bool(self.rtsp_credentials)
+
+    @property
+    def rtsp_tls(self) -> bool:
+        return self.rtsp_tls_cert is not None
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Strings that must never be logged (``redact``)."""
+        return tuple(password for _user, password in self.rtsp_credentials)
+
+
+def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """``text`` with every secret and every URL's user:password@ part replaced by REDACTED."""
+    text = _URL_CREDENTIALS_RE.sub(REDACTED + "@", text)
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def is_secret_variable(name: str) -> bool:
+    """A variable whose value is a secret itself (not a path to one, like RTSP_PASSWORD_FILE)."""
+    return not name.upper().endswith("_FILE") and any(word in name.upper() for word in _SECRET_WORDS)
 
 
 # --- value parsers: each takes the raw string and returns the typed value or raises ValueError
@@ -180,6 +225,99 @@ def _optional_file(raw: str) -> Path | None:
     return Path(raw)
 
 
+def _bind_address(raw: str) -> str:
+    try:
+        return str(ipaddress.ip_address(raw.strip()))
+    except ValueError:
+        raise ValueError(
+            "must be an IPv4 or IPv6 address of this machine, e.g. 0.0.0.0 (all IPv4), :: (all), "
+            "127.0.0.1 or the radio interface's address"
+        ) from None
+
+
+def _rtsp_user(raw: str) -> str:
+    if raw and not _RTSP_USER_RE.fullmatch(raw):
+        raise ValueError("must be empty or 1-64 letters, digits and _ . @ + - (no ':' or spaces)")
+    return raw
+
+
+def _password(raw: str) -> str:
+    if any(ch in raw for ch in "\r\n\0"):
+        raise ValueError("must not hold line breaks or NUL characters")
+    return raw
+
+
+def _readable_file(raw: str, what: str, marker: str) -> Path | None:
+    """Empty, or an absolute path to a readable file holding ``marker`` (a PEM block)."""
+    if not raw:
+        return None
+    path = Path(raw)
+    if not path.is_absolute():
+        raise ValueError(f"must be empty or the absolute path of a PEM file holding {what}")
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        raise ValueError(f"must be a PEM file holding {what}, but there is no such file") from None
+    except IsADirectoryError:
+        raise ValueError(f"must be a PEM file holding {what}, but it is a directory") from None
+    except OSError as err:
+        raise ValueError(
+            f"must be a readable PEM file holding {what}, but {(err.strerror or 'it cannot be read').lower()}"
+        ) from None
+    if marker not in text:
+        raise ValueError(f"must be a PEM file holding {what} (no '{marker}' line in it)")
+    return path
+
+
+def _tls_cert(raw: str) -> Path | None:
+    return _readable_file(raw, "a certificate", "-----BEGIN CERTIFICATE-----")
+
+
+def _tls_key(raw: str) -> Path | None:
+    return _readable_file(raw, "a private key", "PRIVATE KEY-----")
+
+
+def _password_file(raw: str) -> tuple[tuple[str, str], ...]:
+    """Empty, or a file of ``user:password`` lines (``#`` comments and blank lines ignored).
+
+    The password is everything after the first ':' (it may hold ':' itself). Never echoes a
+    line: a malformed one is named by its number only.
+    """
+    if not raw:
+        return ()
+    path = Path(raw)
+    if not path.is_absolute():
+        raise ValueError("must be empty or the absolute path of a file of user:password lines")
+    try:
+        info = path.stat()
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ValueError("must be a file of user:password lines, but there is no such file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror.lower() if isinstance(err, OSError) and err.strerror else "it is not UTF-8"
+        raise ValueError(f"must be a readable file of user:password lines, but {reason}") from None
+    if info.st_mode & 0o022:
+        raise ValueError(
+            f"must not be writable by group or others (mode {info.st_mode & 0o777:o}; chmod 600 it)"
+        )
+    users: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        user, colon, password = line.partition(":")
+        if not colon or not _RTSP_USER_RE.fullmatch(user) or not password:
+            raise ValueError(
+                f"line {number} must be user:password (user: letters, digits and _ . @ + -; "
+                "password not empty)"
+            )
+        if user in users:
+            raise ValueError(f"line {number}: user {user} appears twice")
+        users[user] = password
+    if not users:
+        raise ValueError("must hold at least one user:password line")
+    return tuple(users.items())
+
+
 _SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?", re.IGNORECASE)
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -267,6 +405,13 @@ def _settings_table(home: str) -> tuple[_Setting, ...]:
         _Setting("shm_stream_socket", "SHM_STREAM_SOCKET", "/tmp/drone_cam_str.sock", _socket_path),
         _Setting("rtsp_port", "RTSP_PORT", "8554", _int_range(1, 65535)),
         _Setting("rtsp_path", "RTSP_PATH", "/live", _rtsp_path),
+        _Setting("rtsp_bind", "RTSP_BIND", "0.0.0.0", _bind_address),
+        _Setting("rtsp_user", "RTSP_USER", "", _rtsp_user),
+        _Setting("rtsp_password", "RTSP_PASSWORD", "", _password),
+        _Setting("rtsp_password_file", "RTSP_PASSWORD_FILE", "", _password_file),
+        _Setting("rtsp_auth_method", "RTSP_AUTH_METHOD", "digest", _choice(RTSP_AUTH_METHODS)),
+        _Setting("rtsp_tls_cert", "RTSP_TLS_CERT", "", _tls_cert),
+        _Setting("rtsp_tls_key", "RTSP_TLS_KEY", "", _tls_key),
         _Setting("log_level", "LOG_LEVEL", "INFO", _log_level),
         _Setting("restart_delay_min_s", "RESTART_DELAY_MIN_S", "1", _float_range(0.05, 600)),
         _Setting("restart_delay_max_s", "RESTART_DELAY_MAX_S", "30", _float_range(0.05, 3600)),
@@ -291,7 +436,7 @@ def load(environ: Mapping[str, str]) -> Settings:
         if name.startswith(OWN_PREFIXES) and name not in known:
             close = difflib.get_close_matches(name, known, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
-            raise ConfigError(f"{name}={environ[name]!r}: unknown setting{hint}")
+            raise ConfigError(f"{name}={_shown(name, environ[name])}: unknown setting{hint}")
 
     values: dict[str, Any] = {}
     for setting in table:
@@ -299,9 +444,16 @@ def load(environ: Mapping[str, str]) -> Settings:
         try:
             values[setting.field] = setting.parse(raw)
         except ValueError as err:
-            raise ConfigError(f"{setting.variable}={raw!r}: {err}") from None
+            raise ConfigError(f"{setting.variable}={_shown(setting.variable, raw)}: {err}") from None
 
+    values["rtsp_credentials"] = _credentials(
+        values.pop("rtsp_user"), values.pop("rtsp_password"), values.pop("rtsp_password_file")
+    )
     settings = Settings(**values)
+    if (settings.rtsp_tls_cert is None) != (settings.rtsp_tls_key is None):
+        missing = "RTSP_TLS_KEY" if settings.rtsp_tls_key is None else "RTSP_TLS_CERT"
+        given = "RTSP_TLS_CERT" if missing == "RTSP_TLS_KEY" else "RTSP_TLS_KEY"
+        raise ConfigError(f"{missing}='': must be set too when {given} is set (RTSPS needs both)")
     if settings.restart_delay_max_s < settings.restart_delay_min_s:
         raise ConfigError(
             f"RESTART_DELAY_MAX_S={settings.restart_delay_max_s:g}: must not be below "
@@ -312,6 +464,25 @@ def load(environ: Mapping[str, str]) -> Settings:
             f"SHM_STREAM_SOCKET={settings.shm_stream_socket!r}: must differ from SHM_RECORDER_SOCKET"
         )
     return settings
+
+
+def _shown(variable: str, raw: str) -> str:
+    """How a value appears in an error message: quoted, or REDACTED for a secret."""
+    return REDACTED if is_secret_variable(variable) and raw else repr(raw)
+
+
+def _credentials(
+    user: str, password: str, from_file: tuple[tuple[str, str], ...]
+) -> tuple[tuple[str, str], ...]:
+    """RTSP_USER/RTSP_PASSWORD and RTSP_PASSWORD_FILE's users, together."""
+    if bool(user) != bool(password):
+        if user:
+            raise ConfigError(f"RTSP_PASSWORD='': must be set too when RTSP_USER={user!r} is set")
+        raise ConfigError(f"RTSP_USER='': must be set too when RTSP_PASSWORD={REDACTED} is set")
+    pairs = ((user, password),) if user else ()
+    if user and user in dict(from_file):
+        raise ConfigError(f"RTSP_USER={user!r}: this user is also in RTSP_PASSWORD_FILE; keep one")
+    return pairs + from_file
 
 
 def load_or_exit(environ: Mapping[str, str] = os.environ, program: str = "streamer") -> Settings:

@@ -40,6 +40,7 @@ WATCH_INTERVAL_S = 0.2
 
 EXIT_OK = 0
 EXIT_ALREADY_RUNNING = 1
+EXIT_CONFIGURATION = 2
 
 
 def consumer_specs(settings: Settings) -> list[WorkerSpec]:
@@ -70,11 +71,12 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def port_in_use(port: int) -> bool:
-    with socket.socket() as probe:
+def port_in_use(address: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind(("0.0.0.0", port))
+            probe.bind((address, port))
         except OSError as err:
             return err.errno == errno.EADDRINUSE
     return False
@@ -82,6 +84,11 @@ def port_in_use(port: int) -> bool:
 
 class StackFailed(Exception):
     """The current run of the stack has to end; the message says why."""
+
+
+class ConfigurationFailed(Exception):
+    """A worker exited with status 2: its settings cannot work (e.g. a TLS key that does not
+    match its certificate), and restarting would only loop."""
 
 
 @dataclass
@@ -139,6 +146,10 @@ class Controller:
             return EXIT_ALREADY_RUNNING
         try:
             self._keep_running()
+        except ConfigurationFailed as err:
+            self.log.error("%s: not restarting", err)
+            self._stop_stack()
+            return EXIT_CONFIGURATION
         finally:
             self.lock.release()
         self.log.info("stopped")
@@ -209,6 +220,8 @@ class Controller:
             worker.watch.observe(event)
             worker.ready = worker.ready or event["event"] == "ready"
         if child.has_exited():
+            if child.describe_exit() == f"exited with status {EXIT_CONFIGURATION}":
+                raise ConfigurationFailed(f"{worker.name} rejected the configuration (exit status 2)")
             return child.describe_exit()
         if not worker.ready:
             if time.monotonic() - worker.started_at > READY_TIMEOUT_S:
@@ -269,7 +282,7 @@ class Controller:
         previous = self.lock.acquire()
         self._owned_pids.update(previous)
         self._clear_leftovers(refuse_if_served=True)
-        if self.settings.enable_rtsp and port_in_use(self.settings.rtsp_port):
+        if self.settings.enable_rtsp and port_in_use(self.settings.rtsp_bind, self.settings.rtsp_port):
             raise AlreadyRunning(f"RTSP port {self.settings.rtsp_port} is in use by another process")
 
     def _clear_leftovers(self, refuse_if_served: bool) -> None:
@@ -278,6 +291,9 @@ class Controller:
             try:
                 if shm.remove_stale_socket(socket_path):
                     self.log.info("removed stale socket %s", socket_path)
+            except shm.UntrustedPath as err:
+                if refuse_if_served:
+                    raise AlreadyRunning(str(err)) from None
             except shm.SocketInUse as err:
                 if refuse_if_served:
                     raise AlreadyRunning(f"{err}; is another stack running?") from None
@@ -294,8 +310,9 @@ class Controller:
 
 
 def main() -> int:
+    os.umask(config.PRIVATE_UMASK)  # the lock file, and whatever the settings' checks create
     settings = config.load_or_exit(os.environ, program=NAME)
-    log = logs.setup(NAME, settings.log_level)
+    log = logs.setup(NAME, settings.log_level, secrets=settings.secrets)
     return Controller(settings, log).run()
 
 

@@ -155,6 +155,9 @@ def run(settings: Settings, status: StatusWriter, log: logging.Logger) -> int:
         try:
             if shm.remove_stale_socket(socket_path):
                 log.info("removed stale socket %s", socket_path)
+        except shm.UntrustedPath as err:
+            log.error("cannot start: %s", err)
+            return EXIT_FAILURE
         except shm.SocketInUse as err:
             log.error("cannot start: %s (is another feeder running?)", err)
             return EXIT_FAILURE

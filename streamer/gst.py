@@ -17,12 +17,13 @@ gi.require_version("GstVideo", "1.0")
 gi.require_version("GstRtsp", "1.0")
 gi.require_version("GstRtspServer", "1.0")
 gi.require_version("GstPbutils", "1.0")
-from gi.repository import GLib, Gst, GstPbutils, GstRtsp, GstRtspServer, GstVideo  # noqa: E402
+from gi.repository import Gio, GLib, Gst, GstPbutils, GstRtsp, GstRtspServer, GstVideo  # noqa: E402
 
 from streamer.worker import EXIT_FAILURE, EXIT_OK  # noqa: E402
 
 __all__ = [
     "GLib",
+    "Gio",
     "Gst",
     "GstPbutils",
     "GstRtsp",

@@ -10,14 +10,38 @@ from __future__ import annotations
 import logging
 import sys
 
+from streamer import config
+
 FULL_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 RELAYED_FORMAT = "%(levelname)s %(message)s"
 
 
-def setup(name: str, level: str, *, relayed: bool = False) -> logging.Logger:
-    """Configure the root logger on stderr and return the process's own logger."""
+class RedactingFilter(logging.Filter):
+    """Rewrites every record so that no configured secret and no URL's user:password@ part
+    reaches a log line (a GStreamer error or a client's URL may quote them)."""
+
+    def __init__(self, secrets: tuple[str, ...]) -> None:
+        super().__init__()
+        self._secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        clean = config.redact(message, self._secrets)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_text:
+            record.exc_text = config.redact(record.exc_text, self._secrets)
+        return True
+
+
+def setup(name: str, level: str, *, relayed: bool = False, secrets: tuple[str, ...] = ()) -> logging.Logger:
+    """Configure the root logger on stderr and return the process's own logger. Every line,
+    from any logger, goes through ``RedactingFilter``."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(RELAYED_FORMAT if relayed else FULL_FORMAT))
+    handler.addFilter(RedactingFilter(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

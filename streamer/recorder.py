@@ -7,7 +7,9 @@ snapshot, ``drone_temp/latest_video.mp4`` / ``latest_image.jpg`` are repointed a
 On SIGTERM, and when the feeder goes away ("Control socket has closed"), the recorder sends
 end-of-stream through its pipeline so the open chunk is finalised before it exits.
 
-When free space on SSD_PATH drops below a reserve of about 10 s of recording, the recorder
+Retention (``streamer.retention``) deletes the oldest recordings to keep RECORD_MIN_FREE free
+and those older than RECORD_MAX_AGE. When free space still drops below a reserve of about 3 s
+of recording (nothing left to delete, or a user's files fill the disk), the recorder
 finalises the open chunk and pauses (reporting itself idle, so the watchdog leaves it alone);
 it resumes in the same session, numbering on, once there is twice the reserve free again.
 """
@@ -19,7 +21,7 @@ import shutil
 import threading
 from pathlib import Path
 
-from streamer import gst, pipelines, storage
+from streamer import gst, pipelines, retention, storage
 from streamer.config import Settings
 from streamer.gst import GLib, Gst
 from streamer.status import StatusWriter
@@ -40,12 +42,21 @@ class Recording:
         self.settings = settings
         self.session = session
         self.links = storage.LatestLinks(settings.ssd_path)
-        self.reserve_bytes = storage.disk_reserve_bytes(
+        per_second = storage.recording_bytes_per_second(
             settings.record_bitrate,
             settings.video_width,
             settings.video_height,
             settings.enable_video,
             settings.enable_images,
+        )
+        self.reserve_bytes = storage.disk_reserve_bytes(per_second)
+        self.retention = retention.Retention(
+            settings.ssd_path,
+            session,
+            min_free_bytes=self._retention_target(settings, self.reserve_bytes),
+            headroom_bytes=2 * per_second,  # a pass runs every second
+            max_age_s=settings.record_max_age_s,
+            log=log,
         )
         self.frames = 0
         self.chunks = 0
@@ -56,6 +67,15 @@ class Recording:
         self._lock = threading.Lock()
         self._links_broken = False
         self._ready_sent = False
+
+    @staticmethod
+    def _retention_target(settings: Settings, reserve_bytes: int) -> int:
+        """Free space retention keeps: RECORD_MIN_FREE (the larger of its size and its share of
+        the disk), but at least twice the pause reserve, so the recorder never pauses while
+        there is something to delete. 0 when RECORD_MIN_FREE is 0: no deleting for space."""
+        size, fraction = settings.record_min_free
+        configured = max(size, int(fraction * shutil.disk_usage(settings.ssd_path).total))
+        return max(configured, 2 * reserve_bytes) if configured else 0
 
     def on_frame(self, _buffer: object) -> None:  # streaming thread
         with self._lock:
@@ -72,10 +92,14 @@ class Recording:
             return
         if structure.get_name() == FRAGMENT_CLOSED:
             self.chunks += 1
-            self._repoint(storage.LATEST_VIDEO, structure.get_string("location"))
+            self._finished(storage.LATEST_VIDEO, structure.get_string("location"))
         elif structure.get_name() == SNAPSHOT_WRITTEN:
             self.snapshots += 1
-            self._repoint(storage.LATEST_IMAGE, structure.get_string("filename"))
+            self._finished(storage.LATEST_IMAGE, structure.get_string("filename"))
+
+    def _finished(self, link_name: str, path: str) -> None:
+        self._repoint(link_name, path)
+        self.retention.finished(path)
 
     def _repoint(self, link_name: str, target: str) -> None:
         self._log.debug("finished %s", target)
@@ -96,6 +120,8 @@ class Recording:
             state=self.state,
             chunks=self.chunks,
             snapshots=self.snapshots,
+            deleted_files=self.retention.deleted_files,
+            deleted_bytes=self.retention.deleted_bytes,
         )
 
 
@@ -128,6 +154,7 @@ def record(recording: Recording, log: logging.Logger) -> tuple[str, int]:
 
     def every_second() -> bool:
         nonlocal disk_full
+        recording.retention.run()
         recording.report()
         if not disk_full and recording.free_bytes() < recording.reserve_bytes:
             disk_full = True
@@ -160,6 +187,7 @@ def wait_for_space(recording: Recording, log: logging.Logger) -> bool:
     )
 
     def room() -> bool:
+        recording.retention.run()  # maximum age, or space the user freed, may let it go on
         recording.report()
         return recording.free_bytes() >= 2 * recording.reserve_bytes
 

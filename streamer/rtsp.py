@@ -10,6 +10,11 @@ in tens of milliseconds instead of up to a keyframe interval later; ``KeyframePa
 crowd of joiners from flooding the stream with keyframes. When the feeder goes away, the
 viewers are disconnected and the media dropped, so the next viewer gets a fresh pipeline on the
 feeder's next run.
+
+Access control is gst-rtsp-server's own (``RTSPAuth``, see ``make_auth``): with credentials
+configured every request needs them (digest by default, basic only when asked for); with a
+certificate and key the server speaks RTSP over TLS and the media is sent only interleaved in
+that connection (TCP), never as clear-text UDP.
 """
 
 from __future__ import annotations
@@ -22,14 +27,96 @@ from dataclasses import dataclass
 
 from streamer import gst, pipelines
 from streamer.config import Settings
-from streamer.gst import GLib, Gst, GstRtsp, GstRtspServer, GstVideo
+from streamer.gst import Gio, GLib, Gst, GstRtsp, GstRtspServer, GstVideo
 from streamer.status import StatusWriter
-from streamer.worker import EXIT_FAILURE, EXIT_OK, run_worker
+from streamer.worker import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, run_worker
 
 NAME = "rtsp"
 PROGRESS_INTERVAL_S = 1.0
 # At most one forced keyframe per this interval; joiners in between share the next one.
 FORCED_KEYFRAME_MIN_INTERVAL_S = 0.5
+LISTEN_BACKLOG = 128
+
+
+# Roles of the tokens RTSPAuth hands out (the "media.factory.role" of RTSPToken).
+VIEWER_ROLE = "viewer"  # a user who gave the right credentials (or anyone, without auth)
+ANONYMOUS_ROLE = "anonymous"  # no or wrong credentials while auth is on
+
+
+class AccessError(Exception):
+    """The TLS certificate or key cannot be used; the message says which and why."""
+
+
+def _token(role: str) -> GstRtspServer.RTSPToken:
+    token = GstRtspServer.RTSPToken()
+    # set_string, not writable_structure().set_value: PyGObject hands out a copy of the latter.
+    token.set_string(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, role)
+    return token
+
+
+def _permissions(*roles: tuple[str, bool]) -> GstRtspServer.RTSPPermissions:
+    """(role, may construct/play) for each role; every listed role may see the mount point.
+
+    A role that may access but not construct the media gets 401 with a challenge (and so a
+    client knows to send credentials); a role missing from the list would get 404.
+    """
+    permissions = GstRtspServer.RTSPPermissions()
+    for role, allowed in roles:
+        permissions.add_permission_for_role(role, GstRtspServer.RTSP_PERM_MEDIA_FACTORY_ACCESS, True)
+        permissions.add_permission_for_role(role, GstRtspServer.RTSP_PERM_MEDIA_FACTORY_CONSTRUCT, allowed)
+    return permissions
+
+
+def make_auth(settings: Settings) -> tuple[GstRtspServer.RTSPAuth, GstRtspServer.RTSPPermissions] | None:
+    """gst-rtsp-server's authentication manager and the factory's permissions, or None when
+    neither credentials nor TLS are configured (anyone may watch, as before).
+
+    Without credentials but with TLS every client gets the viewer role by default: RTSPAuth is
+    then only there to carry the certificate. Raises AccessError for an unusable certificate.
+    """
+    if not settings.rtsp_auth and not settings.rtsp_tls:
+        return None
+    auth = GstRtspServer.RTSPAuth()
+    if settings.rtsp_tls:
+        try:
+            certificate = Gio.TlsCertificate.new_from_files(
+                str(settings.rtsp_tls_cert), str(settings.rtsp_tls_key)
+            )
+        except GLib.Error as err:
+            raise AccessError(
+                f"RTSP_TLS_CERT={str(settings.rtsp_tls_cert)!r} / RTSP_TLS_KEY="
+                f"{str(settings.rtsp_tls_key)!r}: cannot be used ({err.message})"
+            ) from None
+        auth.set_tls_certificate(certificate)
+    if not settings.rtsp_auth:
+        auth.set_default_token(_token(VIEWER_ROLE))
+        return auth, _permissions((VIEWER_ROLE, True))
+    auth.set_default_token(_token(ANONYMOUS_ROLE))
+    if settings.rtsp_auth_method == "basic":
+        auth.set_supported_methods(GstRtsp.RTSPAuthMethod.BASIC)
+        for user, password in settings.rtsp_credentials:
+            auth.add_basic(GstRtspServer.RTSPAuth.make_basic(user, password), _token(VIEWER_ROLE))
+    else:
+        auth.set_supported_methods(GstRtsp.RTSPAuthMethod.DIGEST)
+        for user, password in settings.rtsp_credentials:
+            auth.add_digest(user, password, _token(VIEWER_ROLE))
+    return auth, _permissions((VIEWER_ROLE, True), (ANONYMOUS_ROLE, False))
+
+
+def describe_access(settings: Settings) -> str:
+    """What a viewer needs, for the start-up log line (never a user name or password)."""
+    parts = []
+    if settings.rtsp_auth:
+        count = len(settings.rtsp_credentials)
+        parts.append(f"{settings.rtsp_auth_method} auth, {count} user{'s' if count != 1 else ''}")
+    else:
+        parts.append("no auth: anyone who can reach the port may watch")
+    parts.append("TLS, TCP interleaved only" if settings.rtsp_tls else "UDP, or TCP interleaved")
+    return "; ".join(parts)
+
+
+def _url_host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
 
 
 class KeyframePacer:
@@ -94,11 +181,25 @@ class StreamServer:
         self.log = log
         self._status = status
         self.server = GstRtspServer.RTSPServer()
+        self.server.set_address(settings.rtsp_bind)
+        # gst-rtsp-server's default listen backlog (5) fills in a burst of connections (a
+        # hostile client, or a crowd reconnecting): further SYNs are dropped and every viewer,
+        # honest or not, waits a second or more per retry to connect.
+        self.server.set_backlog(LISTEN_BACKLOG)
         self.server.set_service(str(settings.rtsp_port))
         self.factory = GstRtspServer.RTSPMediaFactory()
         self.factory.set_launch(f"( {pipelines.rtsp_media(settings)} )")
         self.factory.set_shared(True)  # one media, one encoder, for every viewer
-        self.factory.set_protocols(GstRtsp.RTSPLowerTrans.UDP | GstRtsp.RTSPLowerTrans.TCP)
+        if settings.rtsp_tls:
+            # Only inside the TLS connection: UDP would carry the video in clear text.
+            self.factory.set_protocols(GstRtsp.RTSPLowerTrans.TCP)
+        else:
+            self.factory.set_protocols(GstRtsp.RTSPLowerTrans.UDP | GstRtsp.RTSPLowerTrans.TCP)
+        access = make_auth(settings)  # raises AccessError
+        if access is not None:
+            self.auth, permissions = access
+            self.factory.set_permissions(permissions)
+            self.server.set_auth(self.auth)
         self.factory.connect("media-configure", self._on_media_configure)
         self.server.get_mount_points().add_factory(settings.rtsp_path, self.factory)
         self.server.connect("client-connected", self._on_client_connected)
@@ -119,12 +220,19 @@ class StreamServer:
 
     def start(self) -> bool:
         if self.server.attach(None) == 0:
-            self.log.error("cannot listen on RTSP port %d (in use?)", self.settings.rtsp_port)
+            self.log.error(
+                "cannot listen on RTSP port %d at %s (in use, or not an address of this machine?)",
+                self.settings.rtsp_port,
+                self.settings.rtsp_bind,
+            )
             return False
         self.log.info(
-            "serving rtsp://0.0.0.0:%d%s (UDP, or TCP interleaved)",
+            "serving %s://%s:%d%s (%s)",
+            "rtsps" if self.settings.rtsp_tls else "rtsp",
+            _url_host(self.settings.rtsp_bind),
             self.settings.rtsp_port,
             self.settings.rtsp_path,
+            describe_access(self.settings),
         )
         self._status.ready()
         return True
@@ -182,7 +290,7 @@ class StreamServer:
         self.viewers[client] = viewer
         client.connect("play-request", self._on_play_request)
         client.connect("closed", self._on_closed)
-        self.log.info("%s connected", viewer)
+        self.log.debug("%s connected", viewer)  # INFO once it plays: strangers cannot flood the log
 
     def _on_play_request(self, client: GstRtspServer.RTSPClient, ctx: GstRtspServer.RTSPContext) -> None:
         viewer = self.viewers.get(client)
@@ -196,7 +304,8 @@ class StreamServer:
     def _on_closed(self, client: GstRtspServer.RTSPClient) -> None:
         viewer = self.viewers.pop(client, None)
         if viewer is not None:
-            self.log.info("%s disconnected (%d watching)", viewer, self.playing)
+            level = logging.INFO if viewer.playing else logging.DEBUG
+            self.log.log(level, "%s disconnected (%d watching)", viewer, self.playing)
 
     def _keyframe_for_new_viewer(self) -> None:
         delay = self._pacer.request()
@@ -225,7 +334,11 @@ class StreamServer:
 
 
 def run(settings: Settings, status: StatusWriter, log: logging.Logger) -> int:
-    server = StreamServer(settings, status, log)
+    try:
+        server = StreamServer(settings, status, log)
+    except AccessError as err:
+        log.error("%s", err)
+        return EXIT_CONFIG
     if not server.start():
         return EXIT_FAILURE
     loop = GLib.MainLoop()

@@ -80,11 +80,17 @@ def next_index(session: Path, prefix: str) -> int:
     return max(numbers, default=-1) + 1
 
 
-def disk_reserve_bytes(record_bitrate: int, width: int, height: int, video: bool, images: bool) -> int:
-    """Free space below which the recorder pauses: about 10 s of what it writes, plus 1 MiB.
-    (A JPEG at quality 90 takes roughly 2 bits per pixel.)"""
-    per_second = (record_bitrate // 8 if video else 0) + (width * height // 4 if images else 0)
-    return 10 * per_second + (1 << 20)
+def recording_bytes_per_second(
+    record_bitrate: int, width: int, height: int, video: bool, images: bool
+) -> int:
+    """About how fast the recorder fills the disk (a JPEG at quality 90: roughly 2 bits/pixel)."""
+    return (record_bitrate // 8 if video else 0) + (width * height // 4 if images else 0)
+
+
+def disk_reserve_bytes(bytes_per_second: int) -> int:
+    """Free space below which the recorder pauses: about 3 s of recording plus 256 KiB, room to
+    finalise the open chunk (its index is a few KiB) with margin."""
+    return 3 * bytes_per_second + (256 << 10)
 
 
 def session_name(sequence: int, started: float) -> str:

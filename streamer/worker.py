@@ -2,6 +2,10 @@
 
 Each worker module has ``main()`` that calls ``run_worker(name, body)``. A worker can be run on
 its own (``python -m streamer.feeder``) or under the controller, which passes ``--status-fd``.
+
+Every worker creates its files with ``config.PRIVATE_UMASK`` (nothing world-readable or
+writable by others: recordings, sockets) and logs through ``logs.RedactingFilter`` (no password,
+no credentials in a URL), whoever started it and with whatever umask.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ def run_worker(name: str, body: WorkerBody, argv: Sequence[str] | None = None) -
         help="file descriptor to report status on (set by the controller)",
     )
     args = parser.parse_args(argv)
+    os.umask(config.PRIVATE_UMASK)  # before anything is created, settings' checks included
     settings = config.load_or_exit(os.environ, program=name)
-    log = logs.setup(name, settings.log_level, relayed=args.status_fd is not None)
+    log = logs.setup(name, settings.log_level, relayed=args.status_fd is not None, secrets=settings.secrets)
     return body(settings, StatusWriter(args.status_fd), log)

@@ -12,10 +12,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import gi
+import pytest
 
 gi.require_version("Gst", "1.0")
 from gi.repository import Gst  # noqa: E402
@@ -194,6 +195,20 @@ class ShmReader:
         start = time.monotonic()
         time.sleep(seconds)  # a measurement window, not a wait for a condition
         return self.frames_between(start, start + seconds) / seconds
+
+
+@contextlib.contextmanager
+def tmpfs(workdir: Path, size: str) -> Iterator[Path]:
+    """A small tmpfs mounted at ``workdir/ssd`` (a disk that fills quickly); needs root."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    ssd = workdir / "ssd"
+    ssd.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(ssd)], check=True)
+    try:
+        yield ssd
+    finally:
+        subprocess.run(["umount", "-l", str(ssd)], check=False)
 
 
 def shm_segments() -> set[str]:

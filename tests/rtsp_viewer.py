@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import threading
 import time
 
@@ -21,7 +22,17 @@ Gst.init(None)
 
 
 class RtspViewer:
-    def __init__(self, url: str, protocols: str | None = None, latency_ms: int | None = 0) -> None:
+    def __init__(
+        self,
+        url: str,
+        protocols: str | None = None,
+        latency_ms: int | None = 0,
+        user: str | None = None,
+        password: str | None = None,
+    ) -> None:
+        """``user``/``password``: rtspsrc's user-id/user-pw (set as properties, so no quoting
+        of the launch line is involved). An rtsps:// URL accepts any certificate (tests use a
+        self-signed one)."""
         options = f"protocols={protocols} " if protocols else ""
         options += f"latency={latency_ms} " if latency_ms is not None else ""
         self.pipeline = Gst.parse_launch(
@@ -29,6 +40,13 @@ class RtspViewer:
             "! avdec_h264 output-corrupt=false ! appsink name=out emit-signals=true sync=false "
             "max-buffers=2 drop=true"
         )
+        source = self.pipeline.get_by_name("src")
+        if user is not None:
+            source.set_property("user-id", user)
+        if password is not None:
+            source.set_property("user-pw", password)
+        if url.startswith("rtsps://"):
+            source.set_property("tls-validation-flags", 0)
         self.started_at = 0.0
         self.frame_times: list[float] = []
         self.size: tuple[int, int] | None = None
@@ -114,8 +132,11 @@ def main() -> None:
     parser.add_argument("--protocols", default=None, help="rtspsrc protocols (default: rtspsrc's own)")
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--timeout", type=float, default=30)
+    parser.add_argument("--user", default=None, help="rtspsrc user-id")
+    parser.add_argument("--password-env", default=None, help="environment variable holding user-pw")
     args = parser.parse_args()
-    viewer = RtspViewer(args.url, args.protocols, latency_ms=None).start()
+    password = os.environ.get(args.password_env) if args.password_env else None
+    viewer = RtspViewer(args.url, args.protocols, latency_ms=None, user=args.user, password=password).start()
     viewer.wait_frames(args.frames, args.timeout)
     viewer.stop()
     print(json.dumps(viewer.report()), flush=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -89,6 +90,20 @@ BAD = [
     ("RECORD_MIN_FREE", "95%", "a percentage of the disk from 0 to 90"),
     ("RECORD_MAX_AGE", "-3h", "a duration like 7d, 12h, 30m, 90s"),
     ("RECORD_MAX_AGE", "0", "a duration like"),
+    ("RTSP_BIND", "localhost", "must be an IPv4 or IPv6 address"),
+    ("RTSP_BIND", "300.1.1.1", "must be an IPv4 or IPv6 address"),
+    ("RTSP_BIND", "0.0.0.0 ! fakesink", "must be an IPv4 or IPv6 address"),
+    ("RTSP_USER", "pi:lot", "1-64 letters, digits"),
+    ("RTSP_USER", "a b", "no ':' or spaces"),
+    ("RTSP_USER", "pilot", "RTSP_PASSWORD='': must be set too when RTSP_USER='pilot' is set"),
+    ("RTSP_PASSWORD_FILE", "users.txt", "absolute path of a file of user:password lines"),
+    ("RTSP_PASSWORD_FILE", "/nonexistent/users", "there is no such file"),
+    ("RTSP_AUTH_METHOD", "none", "must be one of digest, basic"),
+    ("RTSP_TLS_CERT", "cert.pem", "absolute path of a PEM file holding a certificate"),
+    ("RTSP_TLS_CERT", "/nonexistent/cert.pem", "there is no such file"),
+    ("RTSP_TLS_CERT", "/etc/hostname", "no '-----BEGIN CERTIFICATE-----' line"),
+    ("RTSP_TLS_KEY", "/etc", "it is a directory"),
+    ("RTSP_TLS_KEY", "/etc/hostname", "PEM file holding a private key"),
     ("ENABLE_RSTP", "0", "unknown setting (did you mean ENABLE_RTSP?)"),
     ("VIDEO_FRAMERATE", "30", "unknown setting"),
 ]
@@ -102,6 +117,82 @@ def test_bad_values_name_variable_value_and_what_is_allowed(tmp_path: Path, vari
     assert message.startswith(f"{variable}=") or variable in message
     assert repr(value) in message or value in message
     assert allowed in message
+
+
+def test_rtsp_credentials_and_tls_settings(tmp_path: Path):
+    users = tmp_path / "users"
+    users.write_text("# comment\n\npilot:pass:with:colons\nground:x y\n")
+    users.chmod(0o600)
+    s = config.load(
+        {
+            "HOME": str(tmp_path),
+            "RTSP_USER": "ops",
+            "RTSP_PASSWORD": "s3cret",
+            "RTSP_PASSWORD_FILE": str(users),
+        }
+    )
+    assert s.rtsp_credentials == (("ops", "s3cret"), ("pilot", "pass:with:colons"), ("ground", "x y"))
+    assert s.rtsp_auth and s.rtsp_auth_method == "digest" and not s.rtsp_tls
+    assert "s3cret" not in repr(s) and "colons" not in repr(s)
+    assert config.load({"HOME": str(tmp_path), "RTSP_BIND": "::1"}).rtsp_bind == "::1"
+    assert not config.load({"HOME": str(tmp_path)}).rtsp_auth
+
+
+@pytest.mark.parametrize(
+    ("environ", "allowed"),
+    [
+        ({"RTSP_PASSWORD": "hunter2"}, "RTSP_USER='': must be set too when RTSP_PASSWORD=<redacted> is set"),
+        (
+            {"RTSP_PASSWORD": "a\nhunter2"},
+            "RTSP_PASSWORD=<redacted>: must not hold line breaks or NUL characters",
+        ),
+        (
+            {"RTSP_PASSWROD": "hunter2"},
+            "RTSP_PASSWROD=<redacted>: unknown setting (did you mean RTSP_PASSWORD?)",
+        ),
+    ],
+)
+def test_passwords_are_never_echoed(tmp_path: Path, environ, allowed):
+    with pytest.raises(config.ConfigError) as caught:
+        config.load({"HOME": str(tmp_path), **environ})
+    assert str(caught.value) == allowed and "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "mode", "allowed"),
+    [
+        ("pilot:x\npilot:y\n", 0o600, "line 2: user pilot appears twice"),
+        ("pilot\n", 0o600, "line 1 must be user:password"),
+        ("pilot:\n", 0o600, "line 1 must be user:password"),
+        ("# nobody\n", 0o600, "at least one user:password line"),
+        ("pilot:x\n", 0o666, "must not be writable by group or others (mode 666"),
+    ],
+)
+def test_bad_password_files_never_echo_a_line(tmp_path: Path, content, mode, allowed):
+    users = tmp_path / "users"
+    users.write_text(content)
+    users.chmod(mode)
+    with pytest.raises(config.ConfigError, match=re.escape(allowed)) as caught:
+        config.load({"HOME": str(tmp_path), "RTSP_PASSWORD_FILE": str(users)})
+    assert f"RTSP_PASSWORD_FILE='{users}'" in str(caught.value)
+    for secret in ("x", "y"):
+        assert f":{secret}" not in str(caught.value)
+
+
+def test_tls_needs_both_certificate_and_key(tmp_path: Path):
+    cert = tmp_path / "cert.pem"
+    cert.write_text("-----BEGIN CERTIFICATE-----\nMII\n-----END CERTIFICATE-----\n")
+    with pytest.raises(
+        config.ConfigError, match=r"RTSP_TLS_KEY='': must be set too when RTSP_TLS_CERT is set"
+    ):
+        config.load({"HOME": str(tmp_path), "RTSP_TLS_CERT": str(cert)})
+
+
+def test_redact_hides_secrets_and_url_credentials():
+    text = "open rtsp://pilot:s3cret@10.0.0.5:8554/live failed; s3cret; rtsps://u:p@h/x"
+    assert config.redact(text, ("s3cret",)) == (
+        "open rtsp://<redacted>@10.0.0.5:8554/live failed; <redacted>; rtsps://<redacted>@h/x"
+    )
 
 
 def test_unwritable_ssd_path_is_rejected():

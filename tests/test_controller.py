@@ -99,3 +99,20 @@ def test_refuses_a_socket_or_port_held_by_a_foreign_process(env, start, workdir:
         assert drone.wait() == 1
         assert f"cannot start: RTSP port {env['RTSP_PORT']} is in use by another process" in drone.output
     assert not list(workdir.glob("*.lock"))
+
+
+def test_a_worker_rejecting_its_configuration_stops_the_controller(env, start, workdir: Path):
+    """Settings are checked once at start, but a file they name can change under a running
+    stack. A worker that then exits 2 (configuration error) stops the controller with 2:
+    restarting could only loop."""
+    passwords = workdir / "passwords"
+    passwords.write_text("pilot:secret\n")
+    passwords.chmod(0o600)
+    env.update(RTSP_PASSWORD_FILE=str(passwords))
+    drone = start("streamer.drone", env)
+    drone.wait_for("stack is up")
+    passwords.unlink()
+    os.kill(int(drone.wait_for(r"started rtsp \(pid (\d+)\)")[0].group(1)), signal.SIGKILL)
+    assert drone.wait(30) == 2
+    assert re.search(r"feeder rejected the configuration \(exit status 2\): not restarting", drone.output)
+    assert "RTSP_PASSWORD_FILE" in drone.output  # the worker's own one-line reason is relayed

@@ -44,7 +44,7 @@ def test_workers_import_neither_each_other_nor_the_controller(worker):
     assert not project_imports(worker) & (WORKERS | {"drone", "supervisor"}) - {worker}
 
 
-@pytest.mark.parametrize("module", ["drone", "pipelines", "storage", "config", "stamp"])
+@pytest.mark.parametrize("module", ["drone", "pipelines", "storage", "config", "stamp", "retention"])
 def test_never_loads_gstreamer(module):
     """The controller must not (nothing it supervises can wedge it); pipeline descriptions and
     the recording layout are pure."""

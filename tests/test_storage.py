@@ -83,10 +83,11 @@ def test_numbering_continues_after_the_highest_existing_file(tmp_path: Path):
     assert storage.next_index(tmp_path, "image_") == 10
 
 
-def test_disk_reserve_is_about_ten_seconds_of_recording():
-    defaults = storage.disk_reserve_bytes(4_000_000, 1280, 720, video=True, images=True)
-    assert defaults == 10 * (500_000 + 230_400) + (1 << 20)
-    assert storage.disk_reserve_bytes(4_000_000, 1280, 720, video=False, images=False) == 1 << 20
+def test_disk_reserve_is_about_three_seconds_of_recording():
+    per_second = storage.recording_bytes_per_second(4_000_000, 1280, 720, video=True, images=True)
+    assert per_second == 500_000 + 230_400
+    assert storage.disk_reserve_bytes(per_second) == 3 * per_second + (256 << 10)
+    assert storage.recording_bytes_per_second(4_000_000, 1280, 720, video=False, images=False) == 0
 
 
 def test_only_session_folders_count_and_their_newest_files_are_checked(tmp_path: Path):
