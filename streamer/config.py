@@ -12,6 +12,7 @@ This module imports nothing from the rest of the project.
 from __future__ import annotations
 
 import difflib
+import grp
 import ipaddress
 import os
 import re
@@ -73,6 +74,7 @@ class Settings:
     record_max_age_s: float | None  # delete recordings older than this; None: keep until space runs out
     shm_recorder_socket: str
     shm_stream_socket: str
+    shm_group: int | None  # a group (gid) that may read the shared memory too; None: the user only
     rtsp_port: int
     rtsp_path: str
     rtsp_bind: str  # the address the RTSP server listens on; 0.0.0.0: all IPv4 addresses
@@ -355,6 +357,16 @@ def _optional_duration(raw: str) -> float | None:
     return float(match.group(1)) * _DURATION_UNITS[(match.group(2) or "s").lower()]
 
 
+def _group(raw: str) -> int | None:
+    text = raw.strip()
+    if not text:
+        return None
+    try:
+        return grp.getgrgid(int(text)).gr_gid if text.isdigit() else grp.getgrnam(text).gr_gid
+    except (KeyError, OverflowError):
+        raise ValueError("must be empty or the name or id of an existing group") from None
+
+
 def _log_level(raw: str) -> str:
     level = raw.strip().upper()
     if level in _LOG_LEVELS:
@@ -403,6 +415,7 @@ def _settings_table(home: str) -> tuple[_Setting, ...]:
         _Setting("record_max_age_s", "RECORD_MAX_AGE", "", _optional_duration),
         _Setting("shm_recorder_socket", "SHM_RECORDER_SOCKET", "/tmp/drone_cam_rec.sock", _socket_path),
         _Setting("shm_stream_socket", "SHM_STREAM_SOCKET", "/tmp/drone_cam_str.sock", _socket_path),
+        _Setting("shm_group", "SHM_GROUP", "", _group),
         _Setting("rtsp_port", "RTSP_PORT", "8554", _int_range(1, 65535)),
         _Setting("rtsp_path", "RTSP_PATH", "/live", _rtsp_path),
         _Setting("rtsp_bind", "RTSP_BIND", "0.0.0.0", _bind_address),

@@ -197,6 +197,14 @@ def run(settings: Settings, status: StatusWriter, log: logging.Logger) -> int:
 
     runner.on_error = on_error
     gst.GLib.timeout_add(CAMERA_CHECK_INTERVAL_MS, watch_camera)
+    if settings.shm_group is not None:
+
+        def share() -> bool:  # runs once the pipeline is up: the sockets and segments exist
+            shm.share_with_group([*settings.shm_sockets, *shm.segments_of([os.getpid()])], settings.shm_group)
+            log.info("shared memory readable by group %d too (SHM_GROUP)", settings.shm_group)
+            return gst.GLib.SOURCE_REMOVE
+
+        gst.GLib.idle_add(share)
     exit_code = runner.run()
     # shmsink keeps an area whose frames a frozen reader never released: unlink ours on exit
     # (readers keep their mappings; only the names go).

@@ -84,8 +84,9 @@ def _shm_branch(s: Settings, socket_path: str, name: str) -> str:
     # The leaky queue is what keeps a slow or stopped reader from stalling the tee: shmsink
     # blocks when its area is full, the queue then drops the oldest frame instead of backing up.
     # ``perms``: the socket and the /dev/shm segment for the stack's own user only (shmsink's
-    # default, 0640, would let the files' group read every frame).
-    perms = 0o600
+    # default, 0640, would let the files' group read every frame), or also for SHM_GROUP (the
+    # feeder gives the files that group once they exist).
+    perms = 0o640 if s.shm_group is not None else 0o600
     return (
         f"{_leaky_queue(f'{name}_queue', SHM_BRANCH_QUEUE_FRAMES)} "
         f'! shmsink name={name} socket-path="{socket_path}" shm-size={shm_area_bytes(s)} '

@@ -121,3 +121,10 @@ def remove_segments_of(pids: Iterable[int]) -> list[Path]:
             segment.unlink()
             removed.append(segment)
     return removed
+
+
+def share_with_group(paths: Iterable[str | Path], gid: int) -> None:
+    """Give the feeder's sockets and segments to SHM_GROUP (shmsink's ``perms`` sets their mode
+    but cannot set a group)."""
+    for path in paths:
+        os.chown(path, -1, gid)

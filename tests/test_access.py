@@ -4,6 +4,7 @@ sockets, segments and recordings, and a server fuzzed by hostile clients while a
 from __future__ import annotations
 
 import collections
+import grp
 import os
 import random
 import re
@@ -411,3 +412,17 @@ def test_hostile_clients_do_not_disturb_a_viewer(env, start, capsys):
         for conn in half_open:
             conn.close()
         stop_stack(drone)
+
+
+def test_an_optional_group_may_read_the_shared_memory(env, start):
+    env["SHM_GROUP"] = "daemon"
+    daemon = grp.getgrnam("daemon").gr_gid
+    feeder = start("streamer.feeder", env)
+    feeder.wait_for("shared memory readable by group")
+    segments = shm.segments_of([feeder.popen.pid])
+    assert len(segments) == 2
+    for path in (*map(Path, (env["SHM_RECORDER_SOCKET"], env["SHM_STREAM_SOCKET"])), *segments):
+        info = os.lstat(path)
+        assert (stat.S_IMODE(info.st_mode), info.st_gid) == (0o640, daemon), path
+    feeder.signal(signal.SIGTERM)
+    assert feeder.wait() == 0

@@ -104,6 +104,8 @@ BAD = [
     ("RTSP_TLS_CERT", "/etc/hostname", "no '-----BEGIN CERTIFICATE-----' line"),
     ("RTSP_TLS_KEY", "/etc", "it is a directory"),
     ("RTSP_TLS_KEY", "/etc/hostname", "PEM file holding a private key"),
+    ("SHM_GROUP", "no-such-group-here", "must be empty or the name or id of an existing group"),
+    ("SHM_GROUP", "987654", "an existing group"),
     ("ENABLE_RSTP", "0", "unknown setting (did you mean ENABLE_RTSP?)"),
     ("VIDEO_FRAMERATE", "30", "unknown setting"),
 ]
