@@ -30,6 +30,7 @@ from streamer import config, logs, shm
 from streamer.config import Settings
 from streamer.instance import AlreadyRunning, InstanceLock
 from streamer.supervisor import Child, ChildSet, ProgressWatch, RestartPolicy, WorkerSpec
+from streamer.worker import EXIT_CONFIG  # what a worker exits with on a bad setting
 
 NAME = "drone"
 FEEDER = WorkerSpec("feeder", "streamer.feeder")
@@ -40,7 +41,6 @@ WATCH_INTERVAL_S = 0.2
 
 EXIT_OK = 0
 EXIT_ALREADY_RUNNING = 1
-EXIT_CONFIGURATION = 2
 
 
 def consumer_specs(settings: Settings) -> list[WorkerSpec]:
@@ -147,9 +147,8 @@ class Controller:
         try:
             self._keep_running()
         except ConfigurationFailed as err:
-            self.log.error("%s: not restarting", err)
-            self._stop_stack()
-            return EXIT_CONFIGURATION
+            self.log.error("%s: not restarting", err)  # _keep_running has stopped the stack
+            return EXIT_CONFIG
         finally:
             self.lock.release()
         self.log.info("stopped")
@@ -220,7 +219,7 @@ class Controller:
             worker.watch.observe(event)
             worker.ready = worker.ready or event["event"] == "ready"
         if child.has_exited():
-            if child.describe_exit() == f"exited with status {EXIT_CONFIGURATION}":
+            if child.exit_status == EXIT_CONFIG:
                 raise ConfigurationFailed(f"{worker.name} rejected the configuration (exit status 2)")
             return child.describe_exit()
         if not worker.ready:

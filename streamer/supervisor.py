@@ -142,6 +142,13 @@ class Child:
             self._exit = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
         return self._exit is not None
 
+    @property
+    def exit_status(self) -> int | None:
+        """The status it exited with, or None (running, or killed by a signal)."""
+        if self._exit is None or self._exit.si_code != os.CLD_EXITED:
+            return None
+        return self._exit.si_status
+
     def describe_exit(self) -> str:
         if self._exit is None:
             return "still running"
