@@ -21,7 +21,8 @@ import gi
 gi.require_version("Gst", "1.0")
 from gi.repository import GLib, Gst  # noqa: E402
 
-from streamer import config, pipelines  # noqa: E402
+from streamer import config  # noqa: E402
+from streamer.media import pipelines  # noqa: E402
 
 Gst.init(None)
 

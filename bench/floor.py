@@ -23,10 +23,13 @@ from __future__ import annotations
 import logging
 import os
 
-from streamer import config, gst, logs, pipelines, rtsp
+from streamer import config
 from streamer.config import Settings
 from streamer.feeder import CaptureStamper
-from streamer.status import StatusWriter
+from streamer.media import gst, pipelines
+from streamer.rtsp.server import StreamServer
+from streamer.runtime import logs
+from streamer.runtime.status import StatusWriter
 
 NAME = "floor"
 
@@ -66,7 +69,7 @@ def declare_no_latency(camera: gst.Gst.Element) -> None:
 
 
 def serve(settings: Settings, log: logging.Logger) -> int:
-    server = rtsp.StreamServer(settings, StatusWriter(None), log)
+    server = StreamServer(settings, StatusWriter(None), log)
     server.factory.set_launch(f"( {floor_media(settings)} )")
     stampers: list[CaptureStamper] = []  # held, like everything the media's probes call into
 

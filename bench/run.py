@@ -35,9 +35,10 @@ from typing import Any
 
 from bench import plots, report
 from bench.procs import CpuMeter, Service, free_port, port_open, read_rss_kib, wait_until
-from streamer import config, rtsp
-from streamer.gst import Gst
-from streamer.probe import RtspClient
+from streamer import config
+from streamer.media.gst import Gst
+from streamer.media.rtsp_client import RtspClient
+from streamer.rtsp import keyframes
 
 log = logging.getLogger("bench")
 
@@ -170,12 +171,12 @@ def viewing_phase(
 def paced_joins(requests: list[float], min_interval_s: float) -> list[bool]:
     """Which keyframe requests (seconds, ascending) the RTSP worker's pacer deferred.
 
-    Replays ``rtsp.KeyframePacer`` on a fake clock: a request in a quiet period is served at
+    Replays ``keyframes.KeyframePacer`` on a fake clock: a request in a quiet period is served at
     once; one within ``min_interval_s`` of the last forced keyframe waits for the next (shared)
     one. Connect times stand in for the PLAY requests a few milliseconds later.
     """
     now = 0.0
-    pacer = rtsp.KeyframePacer(min_interval_s, clock=lambda: now)
+    pacer = keyframes.KeyframePacer(min_interval_s, clock=lambda: now)
     due: float | None = None
     paced = []
     for at in requests:
@@ -213,7 +214,7 @@ def late_join_phase(url: str, plan: Plan) -> dict[str, Any]:
         if not base.wait_frames(1, CONNECT_TIMEOUT_S):
             raise PhaseFailed(f"the base viewer got no frame: {base.errors}")
         # The base viewer's own forced keyframe must not pace the first joiner's.
-        quiet_s = rtsp.FORCED_KEYFRAME_MIN_INTERVAL_S + 0.1
+        quiet_s = keyframes.FORCED_KEYFRAME_MIN_INTERVAL_S + 0.1
         wait_until(lambda: time.monotonic() - base.started_at >= quiet_s, quiet_s + 5, "a quiet moment")
         start = time.monotonic()
         while schedule or active:
@@ -245,7 +246,7 @@ def late_join_phase(url: str, plan: Plan) -> dict[str, Any]:
         "late_join_s": [round(joins[n], 4) for n in order],
         "late_join_gap_s": [None]
         + [round(connected[b] - connected[a], 3) for a, b in itertools.pairwise(order)],
-        "late_join_paced": paced_joins(requests, rtsp.FORCED_KEYFRAME_MIN_INTERVAL_S)[1:],
+        "late_join_paced": paced_joins(requests, keyframes.FORCED_KEYFRAME_MIN_INTERVAL_S)[1:],
     }
 
 

@@ -12,10 +12,10 @@ import os
 import threading
 import time
 
-from streamer import gst, pipelines, shm, stamp
 from streamer.config import Settings
-from streamer.status import StatusWriter
-from streamer.worker import EXIT_FAILURE, run_worker
+from streamer.media import gst, pipelines, shm, stamp
+from streamer.runtime.status import StatusWriter
+from streamer.runtime.worker import EXIT_FAILURE, run_worker
 
 NAME = "feeder"
 PROGRESS_INTERVAL_S = 1.0

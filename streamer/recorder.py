@@ -21,11 +21,12 @@ import shutil
 import threading
 from pathlib import Path
 
-from streamer import gst, pipelines, retention, storage
 from streamer.config import Settings
-from streamer.gst import GLib, Gst
-from streamer.status import StatusWriter
-from streamer.worker import EXIT_OK, run_worker
+from streamer.media import gst, pipelines
+from streamer.media.gst import GLib, Gst
+from streamer.runtime.status import StatusWriter
+from streamer.runtime.worker import EXIT_OK, run_worker
+from streamer.storage import layout, retention
 
 NAME = "recorder"
 PROGRESS_INTERVAL_S = 1.0
@@ -41,15 +42,15 @@ class Recording:
     def __init__(self, settings: Settings, session: Path, status: StatusWriter, log: logging.Logger) -> None:
         self.settings = settings
         self.session = session
-        self.links = storage.LatestLinks(settings.ssd_path)
-        per_second = storage.recording_bytes_per_second(
+        self.links = layout.LatestLinks(settings.ssd_path)
+        per_second = layout.recording_bytes_per_second(
             settings.record_bitrate,
             settings.video_width,
             settings.video_height,
             settings.enable_video,
             settings.enable_images,
         )
-        self.reserve_bytes = storage.disk_reserve_bytes(per_second)
+        self.reserve_bytes = layout.disk_reserve_bytes(per_second)
         self.retention = retention.Retention(
             settings.ssd_path,
             session,
@@ -92,10 +93,10 @@ class Recording:
             return
         if structure.get_name() == FRAGMENT_CLOSED:
             self.chunks += 1
-            self._finished(storage.LATEST_VIDEO, structure.get_string("location"))
+            self._finished(layout.LATEST_VIDEO, structure.get_string("location"))
         elif structure.get_name() == SNAPSHOT_WRITTEN:
             self.snapshots += 1
-            self._finished(storage.LATEST_IMAGE, structure.get_string("filename"))
+            self._finished(layout.LATEST_IMAGE, structure.get_string("filename"))
 
     def _finished(self, link_name: str, path: str) -> None:
         self._repoint(link_name, path)
@@ -132,8 +133,8 @@ def record(recording: Recording, log: logging.Logger) -> tuple[str, int]:
     description = pipelines.recorder(
         settings,
         str(session),
-        first_chunk=storage.next_index(session, "video_"),
-        first_image=storage.next_index(session, "image_"),
+        first_chunk=layout.next_index(session, "video_"),
+        first_image=layout.next_index(session, "image_"),
     )
     # Finalising must finish before the controller's SIGKILL deadline.
     runner = gst.PipelineRunner(
@@ -202,17 +203,17 @@ def set_aside_interrupted_files(settings: Settings, log: logging.Logger) -> None
     """A recorder killed in the first half second of a chunk (before its first fragment) or in
     the middle of writing a snapshot leaves a file nothing can play. Check the newest chunk and
     snapshot of the previous session and rename what cannot be read."""
-    previous = storage.sessions(settings.ssd_path)
+    previous = layout.sessions(settings.ssd_path)
     if not previous:
         return
-    for path in storage.last_files(previous[-1]):
+    for path in layout.last_files(previous[-1]):
         if path.suffix == ".jpg":
-            problem = None if storage.jpeg_complete(path) else "cut off while being written"
+            problem = None if layout.jpeg_complete(path) else "cut off while being written"
         else:
             problem = gst.unreadable(str(path))
         if problem:
-            log.warning("%s cannot be played (%s): renamed to *%s", path, problem, storage.UNPLAYABLE_SUFFIX)
-            storage.set_aside(path)
+            log.warning("%s cannot be played (%s): renamed to *%s", path, problem, layout.UNPLAYABLE_SUFFIX)
+            layout.set_aside(path)
 
 
 def run(settings: Settings, status: StatusWriter, log: logging.Logger) -> int:
@@ -220,7 +221,7 @@ def run(settings: Settings, status: StatusWriter, log: logging.Logger) -> int:
         log.info("ENABLE_VIDEO and ENABLE_IMAGES are both off: nothing to record")
         return EXIT_OK
     set_aside_interrupted_files(settings, log)
-    session = storage.create_session_dir(settings.ssd_path)
+    session = layout.create_session_dir(settings.ssd_path)
     recording = Recording(settings, session, status, log)
     what = " and ".join(
         name for name, on in (("video", settings.enable_video), ("images", settings.enable_images)) if on

@@ -21,8 +21,9 @@ import pytest
 gi.require_version("Gst", "1.0")
 from gi.repository import Gst  # noqa: E402
 
-from streamer import config, pipelines, shm  # noqa: E402
+from streamer import config  # noqa: E402
 from streamer.config import Settings  # noqa: E402
+from streamer.media import pipelines, shm  # noqa: E402
 
 Gst.init(None)
 

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streamer import storage
+from streamer.storage import layout
 
 CHUNK_S = 5.5
 
@@ -72,8 +72,8 @@ class LinkWatch:
 
     def run(self) -> None:
         links = {
-            "video": self.ssd / storage.LATEST_DIR / storage.LATEST_VIDEO,
-            "image": self.ssd / storage.LATEST_DIR / storage.LATEST_IMAGE,
+            "video": self.ssd / layout.LATEST_DIR / layout.LATEST_VIDEO,
+            "image": self.ssd / layout.LATEST_DIR / layout.LATEST_IMAGE,
         }
         seen: dict[str, bool] = {"video": False, "image": False}
         while not self._stop.is_set():
@@ -119,7 +119,7 @@ class LinkWatch:
 
 def wait_for_chunks(ssd: Path, count: int, timeout: float = 30) -> Path:
     """Wait until ``count`` chunks are finished, then return the session folder."""
-    link = ssd / storage.LATEST_DIR / storage.LATEST_VIDEO
+    link = ssd / layout.LATEST_DIR / layout.LATEST_VIDEO
     pattern = re.compile(r"video_(\d+)\.mp4$")
 
     def finished() -> int:

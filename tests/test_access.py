@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from streamer import shm
+from streamer.media import shm
 from tests.harness import wait_until
 from tests.rtsp_viewer import RtspViewer
 

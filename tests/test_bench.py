@@ -13,7 +13,7 @@ from bench import procs, report
 from bench.floor import floor_media
 from bench.run import paced_joins
 from streamer import config
-from streamer.gst import Gst
+from streamer.media.gst import Gst
 
 STAT = (
     "4242 (python -m (odd) name) S 1 4242 4242 0 -1 4194560 3000 0 0 0 "

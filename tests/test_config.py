@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from streamer import config, pipelines
+from streamer import config
+from streamer.media import pipelines
 from tests.harness import ROOT
 
 

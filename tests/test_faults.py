@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from streamer import storage
+from streamer.storage import layout
 from tests.harness import TEST_FPS, Proc, tmpfs, wait_until
 from tests.media import CHUNK_S, LinkWatch, decodes_cleanly, video_info, wait_for_chunks
 from tests.rtsp_viewer import RtspViewer
@@ -31,12 +31,12 @@ def pid_of(drone: Proc, worker: str) -> int:
 
 
 def sessions(ssd: Path) -> list[Path]:
-    return sorted(p for p in ssd.iterdir() if p.is_dir() and p.name != storage.LATEST_DIR)
+    return sorted(p for p in ssd.iterdir() if p.is_dir() and p.name != layout.LATEST_DIR)
 
 
 def latest_image(ssd: Path) -> str | None:
     try:
-        return os.readlink(ssd / storage.LATEST_DIR / storage.LATEST_IMAGE)
+        return os.readlink(ssd / layout.LATEST_DIR / layout.LATEST_IMAGE)
     except FileNotFoundError:
         return None
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from streamer import config, pipelines
+from streamer import config
+from streamer.media import pipelines
 
 
 @pytest.fixture

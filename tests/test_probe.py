@@ -18,10 +18,12 @@ import time
 
 import pytest
 
-from streamer import config, pipelines, stamp
+from streamer import config
 from streamer.feeder import CaptureStamper
-from streamer.gst import Gst, GstVideo
-from streamer.probe import LatencySummary, RtspClient, percentile
+from streamer.media import pipelines, stamp
+from streamer.media.gst import Gst, GstVideo
+from streamer.media.latency import LatencySummary, percentile
+from streamer.media.rtsp_client import RtspClient
 from tests.harness import TEST_HEIGHT, TEST_WIDTH
 
 # --- pure: bits, blocks, clock arithmetic

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from streamer import pipelines, shm, storage
+from streamer.media import pipelines, shm
+from streamer.storage import layout
 from tests.harness import TEST_FPS, TEST_HEIGHT, TEST_WIDTH, Proc, shm_segments, short_tempdir, stack_env
 from tests.media import LinkWatch, decodes_cleanly, jpeg_size, video_info, wait_for_chunks
 
@@ -30,7 +31,7 @@ def log_time(line: str) -> float:
 
 
 def sessions(ssd: Path) -> list[Path]:
-    return sorted(p for p in ssd.iterdir() if p.is_dir() and p.name != storage.LATEST_DIR)
+    return sorted(p for p in ssd.iterdir() if p.is_dir() and p.name != layout.LATEST_DIR)
 
 
 @dataclass
@@ -110,10 +111,10 @@ def test_latest_links_always_resolve_to_complete_files(run: Run):
     assert len(watch.targets["video"]) >= len(chunks_of(run)) - 1
     assert len(watch.targets["image"]) >= RUN_SECONDS - 2
     # A chunk was linked only once finished: it already had its final duration then.
-    latest_dir = run.ssd / storage.LATEST_DIR
+    latest_dir = run.ssd / layout.LATEST_DIR
     for target, duration in watch.durations_when_linked.items():
         assert duration == pytest.approx(video_info(latest_dir / target)[3], abs=0.01), target
-    video = latest_dir / storage.LATEST_VIDEO
+    video = latest_dir / layout.LATEST_VIDEO
     assert video.resolve() == chunks_of(run)[-1].resolve()  # the last one, finalised on SIGTERM
 
 
@@ -179,7 +180,7 @@ def test_losing_the_feeder_finalises_the_open_chunk(env, start):
         assert decodes_cleanly(chunk) == "", chunk
     last = video_info(chunks[-1])[3]
     assert last >= 2.0, f"the finalised chunk holds only {last:.2f} s"
-    link = ssd / storage.LATEST_DIR / storage.LATEST_VIDEO
+    link = ssd / layout.LATEST_DIR / layout.LATEST_VIDEO
     assert link.resolve() == chunks[-1].resolve()
 
 
@@ -188,7 +189,7 @@ def test_images_only_records_no_video(env, start):
     ssd = Path(env["SSD_PATH"])
     drone = start("streamer.drone", env)
     drone.wait_for("recorder: recording images into")
-    link = ssd / storage.LATEST_DIR / storage.LATEST_IMAGE
+    link = ssd / layout.LATEST_DIR / layout.LATEST_IMAGE
     deadline = time.monotonic() + 20
     while not (link.exists() and link.resolve().name >= "image_000002.jpg"):
         assert time.monotonic() < deadline, "no third snapshot"
@@ -219,7 +220,7 @@ def test_other_frame_rates_keep_chunks_close_to_5_5_s():
 
 def test_files_a_killed_recorder_left_half_written_are_set_aside(env, start):
     ssd = Path(env["SSD_PATH"])
-    earlier = storage.create_session_dir(ssd)
+    earlier = layout.create_session_dir(ssd)
     (earlier / "video_00000.mp4").write_bytes(b"\0\0\0\x18ftypisom")  # killed before its first fragment
     (earlier / "image_000000.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut")  # killed mid-write
     feeder = start("streamer.feeder", env)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from streamer import retention, storage
+from streamer.storage import layout, retention
 from tests.harness import tmpfs, wait_until
 from tests.media import LinkWatch, decodes_cleanly, video_info
 
@@ -24,7 +24,7 @@ T0 = 1_795_000_000.0
 
 def make_session(ssd: Path, started: float, chunks: int, images: int, size: int = 1000) -> Path:
     """A session folder with files whose mtimes follow their recording times."""
-    session = storage.create_session_dir(ssd, started=started)
+    session = layout.create_session_dir(ssd, started=started)
     for i in range(chunks):
         path = session / f"video_{i:05d}.mp4"
         path.write_bytes(b"v" * size)
@@ -55,9 +55,9 @@ def test_deletes_oldest_first_until_there_is_room_and_never_the_current_or_linke
     current = make_session(tmp_path, T0 + 100, chunks=2, images=5)
     (tmp_path / "flight-log.txt").write_bytes(b"x" * 5000)  # the user's
     (old / "notes.txt").write_bytes(b"mine")  # the user's, inside a session
-    links = storage.LatestLinks(tmp_path)
-    links.point(storage.LATEST_VIDEO, current / "video_00001.mp4")
-    links.point(storage.LATEST_IMAGE, current / "image_000004.jpg")
+    links = layout.LatestLinks(tmp_path)
+    links.point(layout.LATEST_VIDEO, current / "video_00001.mp4")
+    links.point(layout.LATEST_IMAGE, current / "image_000004.jpg")
     disk = FakeDisk(tmp_path, free=1000)
     keeper = retention.Retention(tmp_path, current, 10_000, 1000, None, LOG, free_bytes=disk)
     for name in ("video_00000.mp4", "image_000000.jpg", "image_000001.jpg", "video_00001.mp4"):
@@ -81,7 +81,7 @@ def test_deletes_oldest_first_until_there_is_room_and_never_the_current_or_linke
 
 def test_nothing_happens_with_room_to_spare_or_with_deleting_for_space_off(tmp_path: Path):
     make_session(tmp_path, T0, chunks=2, images=5)
-    current = storage.create_session_dir(tmp_path, started=T0 + 100)
+    current = layout.create_session_dir(tmp_path, started=T0 + 100)
     roomy = retention.Retention(tmp_path, current, 10_000, 1000, None, LOG, free_bytes=lambda: 20_000)
     assert roomy.run().files == 0
     off = retention.Retention(tmp_path, current, 0, 1000, None, LOG, free_bytes=lambda: 0)
@@ -91,7 +91,7 @@ def test_nothing_happens_with_room_to_spare_or_with_deleting_for_space_off(tmp_p
 def test_emptied_sessions_are_removed(tmp_path: Path):
     first = make_session(tmp_path, T0, chunks=1, images=2)
     second = make_session(tmp_path, T0 + 50, chunks=1, images=2)
-    current = storage.create_session_dir(tmp_path, started=T0 + 100)
+    current = layout.create_session_dir(tmp_path, started=T0 + 100)
     disk = FakeDisk(tmp_path, free=0)
     keeper = retention.Retention(tmp_path, current, 1500, 100, None, LOG, free_bytes=disk)
     done = keeper.run()
@@ -102,7 +102,7 @@ def test_emptied_sessions_are_removed(tmp_path: Path):
 
 def test_deletes_by_age(tmp_path: Path):
     old = make_session(tmp_path, T0, chunks=2, images=12)
-    current = storage.create_session_dir(tmp_path, started=T0 + 100)
+    current = layout.create_session_dir(tmp_path, started=T0 + 100)
     now = [T0 + 8.2]
     keeper = retention.Retention(
         tmp_path, current, 0, 0, max_age_s=5.0, log=LOG, clock=lambda: now[0], free_bytes=lambda: 0
@@ -153,7 +153,7 @@ def test_recording_never_stops_on_a_disk_it_fills_several_times(env, start, tiny
     assert lowest_free >= min_free, f"free space fell to {lowest_free} B, below the {min_free} B minimum"
     assert not links.problems, links.problems
     assert user_file.read_text() == "mine\n"
-    (session,) = storage.sessions(tiny_disk)
+    (session,) = layout.sessions(tiny_disk)
     chunks = sorted(session.glob("video_*.mp4"))
     assert int(re.search(r"(\d+)", chunks[0].name).group(1)) > 0, "old chunks were never deleted"
     assert int(re.search(r"(\d+)", chunks[-1].name).group(1)) >= 9, "recording did not go on"
@@ -170,7 +170,7 @@ def test_a_maximum_age_removes_old_recordings_while_new_ones_come(env, start):
     drone.wait_for("stack is up")
     drone.wait_for("retention: removed emptied session")
     assert not old.exists()
-    session = storage.sessions(ssd)[-1]
+    session = layout.sessions(ssd)[-1]
     wait_until(lambda: not (session / "image_000000.jpg").exists(), 20, "the first snapshot to age out")
     wait_until(lambda: not (session / "video_00000.mp4").exists(), 30, "the first chunk to age out")
     newest_before = sorted(session.glob("image_*.jpg"))[-1].name

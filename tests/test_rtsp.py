@@ -15,7 +15,7 @@ from fractions import Fraction
 
 import pytest
 
-from streamer import rtsp
+from streamer.rtsp import keyframes
 from tests.harness import TEST_FPS, TEST_HEIGHT, TEST_WIDTH
 from tests.rtsp_viewer import RtspViewer
 
@@ -235,7 +235,7 @@ def test_not_started_when_disabled(env, start):
 
 def test_keyframe_pacer_merges_a_crowd_of_joiners():
     now = [100.0]
-    pacer = rtsp.KeyframePacer(0.5, clock=lambda: now[0])
+    pacer = keyframes.KeyframePacer(0.5, clock=lambda: now[0])
     assert pacer.request() == 0.0  # first joiner: at once
     pacer.forced()
     now[0] += 0.1

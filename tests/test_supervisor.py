@@ -6,7 +6,8 @@ import logging
 import os
 import time
 
-from streamer.supervisor import Child, ChildSet, ProgressWatch, RestartPolicy, WorkerSpec
+from streamer.control.children import Child, ChildSet, WorkerSpec
+from streamer.control.policies import ProgressWatch, RestartPolicy
 from tests.harness import wait_until
 
 

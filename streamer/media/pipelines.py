@@ -6,8 +6,8 @@ alter a pipeline's structure; paths are additionally quoted.
 
 from __future__ import annotations
 
-from streamer import storage
 from streamer.config import Settings
+from streamer.storage import layout
 
 # The shared-memory area must hold every frame a reader may still reference: a queue plus an
 # encoder's look-ahead. Too small an area starves the reader at 0 fps (see field notes).
@@ -166,7 +166,7 @@ def recorder(s: Settings, session_dir: str, first_chunk: int = 0, first_image: i
             "! h264parse "
             f"! queue name=video_write_queue max-size-time={RECORD_WRITE_BUFFER_NS} max-size-bytes=0 "
             "max-size-buffers=0 "
-            f'! splitmuxsink name={VIDEO_SINK_ELEMENT} location="{session_dir}/{storage.VIDEO_PATTERN}" '
+            f'! splitmuxsink name={VIDEO_SINK_ELEMENT} location="{session_dir}/{layout.VIDEO_PATTERN}" '
             f"start-index={first_chunk} max-size-time={record_max_chunk_ns(s.video_fps)} max-size-bytes=0 "
             f'muxer="mp4mux fragment-duration={RECORD_FRAGMENT_MS} fragment-mode=first-moov-then-finalise" '
             'sink="filesink buffer-mode=unbuffered"'
@@ -175,7 +175,7 @@ def recorder(s: Settings, session_dir: str, first_chunk: int = 0, first_image: i
         branches.append(
             f"{_leaky_queue(IMAGE_QUEUE_ELEMENT, 2)} ! videorate drop-only=true max-rate=1 "
             "! jpegenc quality=90 "
-            f'! multifilesink name={IMAGE_SINK_ELEMENT} location="{session_dir}/{storage.IMAGE_PATTERN}" '
+            f'! multifilesink name={IMAGE_SINK_ELEMENT} location="{session_dir}/{layout.IMAGE_PATTERN}" '
             f"index={first_image} post-messages=true"
         )
     if not branches:

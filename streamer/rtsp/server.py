@@ -21,133 +21,23 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
-from streamer import gst, pipelines
 from streamer.config import Settings
-from streamer.gst import Gio, GLib, Gst, GstRtsp, GstRtspServer, GstVideo
-from streamer.status import StatusWriter
-from streamer.worker import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, run_worker
+from streamer.media import gst, pipelines
+from streamer.media.gst import GLib, Gst, GstRtsp, GstRtspServer, GstVideo
+from streamer.rtsp.access import AccessError, describe_access, make_auth
+from streamer.rtsp.keyframes import FORCED_KEYFRAME_MIN_INTERVAL_S, KeyframePacer
+from streamer.runtime.status import StatusWriter
+from streamer.runtime.worker import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 
 NAME = "rtsp"
 PROGRESS_INTERVAL_S = 1.0
-# At most one forced keyframe per this interval; joiners in between share the next one.
-FORCED_KEYFRAME_MIN_INTERVAL_S = 0.5
 LISTEN_BACKLOG = 128
-
-
-# Roles of the tokens RTSPAuth hands out (the "media.factory.role" of RTSPToken).
-VIEWER_ROLE = "viewer"  # a user who gave the right credentials (or anyone, without auth)
-ANONYMOUS_ROLE = "anonymous"  # no or wrong credentials while auth is on
-
-
-class AccessError(Exception):
-    """The TLS certificate or key cannot be used; the message says which and why."""
-
-
-def _token(role: str) -> GstRtspServer.RTSPToken:
-    token = GstRtspServer.RTSPToken()
-    # set_string, not writable_structure().set_value: PyGObject hands out a copy of the latter.
-    token.set_string(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, role)
-    return token
-
-
-def _permissions(*roles: tuple[str, bool]) -> GstRtspServer.RTSPPermissions:
-    """(role, may construct/play) for each role; every listed role may see the mount point.
-
-    A role that may access but not construct the media gets 401 with a challenge (and so a
-    client knows to send credentials); a role missing from the list would get 404.
-    """
-    permissions = GstRtspServer.RTSPPermissions()
-    for role, allowed in roles:
-        permissions.add_permission_for_role(role, GstRtspServer.RTSP_PERM_MEDIA_FACTORY_ACCESS, True)
-        permissions.add_permission_for_role(role, GstRtspServer.RTSP_PERM_MEDIA_FACTORY_CONSTRUCT, allowed)
-    return permissions
-
-
-def make_auth(settings: Settings) -> tuple[GstRtspServer.RTSPAuth, GstRtspServer.RTSPPermissions] | None:
-    """gst-rtsp-server's authentication manager and the factory's permissions, or None when
-    neither credentials nor TLS are configured (anyone may watch, as before).
-
-    Without credentials but with TLS every client gets the viewer role by default: RTSPAuth is
-    then only there to carry the certificate. Raises AccessError for an unusable certificate.
-    """
-    if not settings.rtsp_auth and not settings.rtsp_tls:
-        return None
-    auth = GstRtspServer.RTSPAuth()
-    if settings.rtsp_tls:
-        try:
-            certificate = Gio.TlsCertificate.new_from_files(
-                str(settings.rtsp_tls_cert), str(settings.rtsp_tls_key)
-            )
-        except GLib.Error as err:
-            raise AccessError(
-                f"RTSP_TLS_CERT={str(settings.rtsp_tls_cert)!r} / RTSP_TLS_KEY="
-                f"{str(settings.rtsp_tls_key)!r}: cannot be used ({err.message})"
-            ) from None
-        auth.set_tls_certificate(certificate)
-    if not settings.rtsp_auth:
-        auth.set_default_token(_token(VIEWER_ROLE))
-        return auth, _permissions((VIEWER_ROLE, True))
-    auth.set_default_token(_token(ANONYMOUS_ROLE))
-    if settings.rtsp_auth_method == "basic":
-        auth.set_supported_methods(GstRtsp.RTSPAuthMethod.BASIC)
-        for user, password in settings.rtsp_credentials:
-            auth.add_basic(GstRtspServer.RTSPAuth.make_basic(user, password), _token(VIEWER_ROLE))
-    else:
-        auth.set_supported_methods(GstRtsp.RTSPAuthMethod.DIGEST)
-        for user, password in settings.rtsp_credentials:
-            auth.add_digest(user, password, _token(VIEWER_ROLE))
-    return auth, _permissions((VIEWER_ROLE, True), (ANONYMOUS_ROLE, False))
-
-
-def describe_access(settings: Settings) -> str:
-    """What a viewer needs, for the start-up log line (never a user name or password)."""
-    parts = []
-    if settings.rtsp_auth:
-        count = len(settings.rtsp_credentials)
-        parts.append(f"{settings.rtsp_auth_method} auth, {count} user{'s' if count != 1 else ''}")
-    else:
-        parts.append("no auth: anyone who can reach the port may watch")
-    parts.append("TLS, TCP interleaved only" if settings.rtsp_tls else "UDP, or TCP interleaved")
-    return "; ".join(parts)
 
 
 def _url_host(address: str) -> str:
     return f"[{address}]" if ":" in address else address
-
-
-class KeyframePacer:
-    """Decides when to force a keyframe for new viewers.
-
-    The first request in a quiet period is served at once. Requests within
-    ``min_interval_s`` of the last forced keyframe are merged into one more keyframe at the end
-    of that interval: every joiner gets a keyframe soon, the stream gets at most one extra
-    keyframe per interval however many join.
-    """
-
-    def __init__(self, min_interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.min_interval_s = min_interval_s
-        self._clock = clock
-        self._last_forced: float | None = None
-        self._scheduled = False
-
-    def request(self) -> float | None:
-        """A viewer needs a keyframe: seconds until it should be forced (0: now), or None when
-        one is already scheduled that will serve this viewer too."""
-        if self._scheduled:
-            return None
-        now = self._clock()
-        if self._last_forced is None or now - self._last_forced >= self.min_interval_s:
-            return 0.0
-        self._scheduled = True
-        return self._last_forced + self.min_interval_s - now
-
-    def forced(self) -> None:
-        self._last_forced = self._clock()
-        self._scheduled = False
 
 
 @dataclass
@@ -349,11 +239,3 @@ def run(settings: Settings, status: StatusWriter, log: logging.Logger) -> int:
         client.close()
     log.info("stopped; %d viewers connected in all", server.viewers_seen)
     return EXIT_OK
-
-
-def main() -> int:
-    return run_worker(NAME, run)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -25,9 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from streamer import storage
+from streamer.storage import layout
 
-_RECORDING_RE = re.compile(r"(video_\d+\.mp4|image_\d+\.jpg)(" + re.escape(storage.UNPLAYABLE_SUFFIX) + r")?")
+_RECORDING_RE = re.compile(r"(video_\d+\.mp4|image_\d+\.jpg)(" + re.escape(layout.UNPLAYABLE_SUFFIX) + r")?")
 MAX_DELETIONS_PER_PASS = 1000  # keeps one pass short on the recorder's main loop
 
 
@@ -68,7 +68,7 @@ class Retention:
         self.log = log
         self._clock = clock
         self._free_bytes = free_bytes or (lambda: shutil.disk_usage(ssd_path).free)
-        self._older = collections.deque(s for s in storage.sessions(ssd_path) if s != current_session)
+        self._older = collections.deque(s for s in layout.sessions(ssd_path) if s != current_session)
         self._oldest_files: collections.deque[Path] = collections.deque()  # of self._older[0]
         self._loaded: Path | None = None
         self._finished: collections.deque[Path] = collections.deque()  # current session, in order
@@ -117,9 +117,9 @@ class Retention:
     def _protected(self) -> set[Path]:
         """The latest_* targets: a reader may be following them right now."""
         targets = set()
-        for name in (storage.LATEST_VIDEO, storage.LATEST_IMAGE):
+        for name in (layout.LATEST_VIDEO, layout.LATEST_IMAGE):
             with contextlib.suppress(FileNotFoundError, RuntimeError):
-                targets.add((self.ssd_path / storage.LATEST_DIR / name).resolve(strict=True))
+                targets.add((self.ssd_path / layout.LATEST_DIR / name).resolve(strict=True))
         return targets
 
     def _oldest(self, protected: set[Path], done: Pass) -> Path | None:

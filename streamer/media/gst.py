@@ -19,7 +19,7 @@ gi.require_version("GstRtspServer", "1.0")
 gi.require_version("GstPbutils", "1.0")
 from gi.repository import Gio, GLib, Gst, GstPbutils, GstRtsp, GstRtspServer, GstVideo  # noqa: E402
 
-from streamer.worker import EXIT_FAILURE, EXIT_OK  # noqa: E402
+from streamer.runtime.worker import EXIT_FAILURE, EXIT_OK  # noqa: E402
 
 __all__ = [
     "GLib",

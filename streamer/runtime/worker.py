@@ -15,9 +15,10 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 
-from streamer import config, logs
+from streamer import config
 from streamer.config import Settings
-from streamer.status import StatusWriter
+from streamer.runtime import logs
+from streamer.runtime.status import StatusWriter
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

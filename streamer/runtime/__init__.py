@@ -1,0 +1,1 @@
+"""What every process of the stack runs on: the worker entry point, logging, the status channel."""
