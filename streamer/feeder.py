@@ -151,16 +151,14 @@ def run(settings: Settings, status: StatusWriter, log: logging.Logger) -> int:
     if problem:
         log.error("%s", problem)
         return EXIT_FAILURE
-    for socket_path in settings.shm_sockets:
-        try:
-            if shm.remove_stale_socket(socket_path):
-                log.info("removed stale socket %s", socket_path)
-        except shm.UntrustedPath as err:
-            log.error("cannot start: %s", err)
-            return EXIT_FAILURE
-        except shm.SocketInUse as err:
-            log.error("cannot start: %s (is another feeder running?)", err)
-            return EXIT_FAILURE
+    try:
+        shm.remove_stale_sockets(settings.shm_sockets, log)
+    except shm.UntrustedPath as err:
+        log.error("cannot start: %s", err)
+        return EXIT_FAILURE
+    except shm.SocketInUse as err:
+        log.error("cannot start: %s (is another feeder running?)", err)
+        return EXIT_FAILURE
 
     source = "synthetic camera" if settings.synthetic_camera else settings.camera
     log.info(

@@ -289,16 +289,14 @@ class Controller:
 
     def _clear_leftovers(self, refuse_if_served: bool) -> None:
         """Remove socket files and shm segments that killed workers of ours left behind."""
-        for socket_path in self.settings.shm_sockets:
-            try:
-                if shm.remove_stale_socket(socket_path):
-                    self.log.info("removed stale socket %s", socket_path)
-            except shm.UntrustedPath as err:
-                if refuse_if_served:
-                    raise AlreadyRunning(str(err)) from None
-            except shm.SocketInUse as err:
-                if refuse_if_served:
-                    raise AlreadyRunning(f"{err}; is another stack running?") from None
+        try:
+            shm.remove_stale_sockets(self.settings.shm_sockets, self.log)
+        except shm.UntrustedPath as err:
+            if refuse_if_served:
+                raise AlreadyRunning(str(err)) from None
+        except shm.SocketInUse as err:
+            if refuse_if_served:
+                raise AlreadyRunning(f"{err}; is another stack running?") from None
         dead = {pid for pid in self._owned_pids if not pid_alive(pid)}
         for segment in shm.remove_segments_of(dead):
             self.log.info("removed leaked shared memory %s", segment)

@@ -12,6 +12,7 @@ put there is an error, never followed or deleted (``UntrustedPath``).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import stat
 from collections.abc import Iterable
@@ -91,6 +92,13 @@ def remove_stale_socket(path: str) -> bool:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
     return True
+
+
+def remove_stale_sockets(paths: Iterable[str], log: logging.Logger) -> None:
+    """``remove_stale_socket`` for each path, logging each removal; raises as it does."""
+    for path in paths:
+        if remove_stale_socket(path):
+            log.info("removed stale socket %s", path)
 
 
 def segment_owner(name: str) -> int | None:

@@ -1,0 +1,109 @@
+"""The stack's state as the controller sees it: one object, kept up to date by the controller and
+published as a JSON file next to the instance lock (``<SHM_RECORDER_SOCKET>.state.json``).
+
+Tests and benchmarks read worker pids, readiness, progress and restarts from it instead of
+matching log text; the HTTP API serves the same object. The file is replaced atomically (written
+under a temporary name, then renamed), so a reader never sees half of it. No GStreamer here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# Stack states.
+STARTING = "starting"  # workers being started, not all ready yet
+UP = "up"  # every enabled worker is ready
+RESTARTING = "restarting"  # stopped after a failure, pausing before the next start
+STOPPING = "stopping"  # told to stop (SIGTERM/SIGINT)
+STOPPED = "stopped"
+
+# Worker states (STARTING and STOPPED as above).
+READY = "ready"  # doing its job and reporting progress
+WAITING = "waiting"  # stopped after its own failure, restarted alone after a pause
+
+RESTARTS_KEPT = 20  # the most recent restarts with their reasons
+
+
+@dataclass
+class WorkerState:
+    name: str
+    state: str = STOPPED
+    pid: int | None = None
+    started_at: float | None = None  # wall clock (time.time()) of the current process's start
+    ready_at: float | None = None
+    last_report_at: float | None = None  # wall clock of its latest status report
+    progress: dict[str, Any] = field(default_factory=dict)  # its latest progress report's fields
+    restarts: int = 0  # times this worker was started again after a failure
+    last_problem: str | None = None  # why it last failed
+
+
+@dataclass
+class Restart:
+    at: float  # wall clock
+    scope: str  # "stack", or the name of the worker restarted alone
+    reason: str
+
+
+@dataclass
+class StackState:
+    controller_pid: int = field(default_factory=os.getpid)
+    state: str = STARTING
+    started_at: float = field(default_factory=time.time)  # the controller's start
+    up_since: float | None = None  # when the current run of the stack became ready
+    workers: dict[str, WorkerState] = field(default_factory=dict)
+    restarts: list[Restart] = field(default_factory=list)  # newest last, at most RESTARTS_KEPT
+
+    def worker(self, name: str) -> WorkerState:
+        if name not in self.workers:
+            self.workers[name] = WorkerState(name)
+        return self.workers[name]
+
+    def restarted(self, scope: str, reason: str) -> None:
+        self.restarts.append(Restart(time.time(), scope, reason))
+        del self.restarts[:-RESTARTS_KEPT]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StackState:
+        return cls(
+            controller_pid=data["controller_pid"],
+            state=data["state"],
+            started_at=data["started_at"],
+            up_since=data["up_since"],
+            workers={name: WorkerState(**worker) for name, worker in data["workers"].items()},
+            restarts=[Restart(**restart) for restart in data["restarts"]],
+        )
+
+
+def state_file(lock_path: str) -> str:
+    """Where the state of the stack holding ``lock_path`` is published."""
+    return lock_path.removesuffix(".lock") + ".state.json"
+
+
+def write(path: str, state: StackState) -> None:
+    """Publish ``state`` at ``path`` atomically."""
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "w") as out:
+        json.dump(state.as_dict(), out, separators=(",", ":"))
+    os.replace(temporary, path)
+
+
+def read(path: str) -> StackState | None:
+    """The state published at ``path``, or None when there is none (no stack running)."""
+    try:
+        with open(path) as source:
+            return StackState.from_dict(json.load(source))
+    except FileNotFoundError:
+        return None
+
+
+def remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
