@@ -25,8 +25,8 @@ import os
 
 from streamer import config
 from streamer.config import Settings
-from streamer.feeder import CaptureStamper
 from streamer.media import gst, pipelines
+from streamer.media.camera import CAMERA_ELEMENT, STAMP_ELEMENT, CaptureStamper, camera_for
 from streamer.rtsp.server import StreamServer
 from streamer.runtime import logs
 from streamer.runtime.status import StatusWriter
@@ -75,9 +75,9 @@ def serve(settings: Settings, log: logging.Logger) -> int:
 
     def on_media_configure(_factory: object, media: gst.GstRtspServer.RTSPMedia) -> None:
         bin_ = media.get_element()
-        declare_no_latency(bin_.get_by_name(pipelines.CAMERA_ELEMENT))
-        if settings.stamped_camera:
-            stampers.append(CaptureStamper.attach(bin_.get_by_name(pipelines.STAMP_ELEMENT), log))
+        declare_no_latency(bin_.get_by_name(CAMERA_ELEMENT))
+        if camera_for(settings).stamped:
+            stampers.append(CaptureStamper.attach(bin_.get_by_name(STAMP_ELEMENT), log))
 
     server.factory.connect("media-configure", on_media_configure)
     if not server.start():

@@ -204,6 +204,11 @@ def _number(value: float | None, unit: str) -> str:
     return f"{value:.1f}"
 
 
+def seconds(value: float | None) -> str:
+    """Seconds to the millisecond, "-" for none."""
+    return "-" if value is None else f"{value:.3f}"
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The results as a Markdown document: machine, settings, then one table of every figure."""
     s = results["settings"]

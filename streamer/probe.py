@@ -12,8 +12,12 @@ The capture time comes from the drone's wall clock and the decode time from this
 across two machines the figure is only as good as their clock sync (NTP/chrony: typically a few
 ms on a LAN; PTP better). On the same machine no sync is needed.
 
-``RtspClient`` is the reusable part (``bench/`` runs many of them): one viewer, measuring the
-time from connecting to its first clean decoded frame, frames decoded, and stamp latencies.
+``streamer.media.rtsp_client.RtspClient`` is the reusable part (``bench/`` and the tests run
+many of them): one viewer, measuring the time from connecting to its first clean decoded frame,
+frames decoded, and stamp latencies.
+
+Errors are those while measuring: any fails the run (exit status 1). What rtspsrc reports while
+the probe disconnects (a TEARDOWN it could not send to a busy server, say) is not one.
 """
 
 from __future__ import annotations
@@ -104,10 +108,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(report), flush=True)
     else:
         print(_format_summary(report, seconds), flush=True)
-    for error in report["errors"]:
+    for error in report["errors"]:  # while playing only: not the probe's own disconnection
         print(f"error: {error}", file=sys.stderr)
     if client.frames == 0:
         print("error: no frame decoded (is the URL right and the stream up?)", file=sys.stderr)
+        return 1
+    if report["errors"]:
         return 1
     if not client.samples:
         print("error: no stamp read (is the drone running CAMERA=test-stamped?)", file=sys.stderr)

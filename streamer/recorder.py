@@ -12,6 +12,11 @@ and those older than RECORD_MAX_AGE. When free space still drops below a reserve
 of recording (nothing left to delete, or a user's files fill the disk), the recorder
 finalises the open chunk and pauses (reporting itself idle, so the watchdog leaves it alone);
 it resumes in the same session, numbering on, once there is twice the reserve free again.
+
+With RECORD_REQUIRE_MOUNT=1 the recorder first waits, touching nothing under SSD_PATH, until
+SSD_PATH lies on a file system other than the root one: an SSD that failed to mount would
+otherwise have its recordings fill the OS disk. It reports itself ready and idle meanwhile
+(state "no-disk"), so the stack comes up with the stream running and the watchdog leaves it be.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ PROGRESS_INTERVAL_S = 1.0
 FRAGMENT_CLOSED = "splitmuxsink-fragment-closed"
 SNAPSHOT_WRITTEN = "GstMultiFileSink"
 DISK_FULL = "disk-full"
+NO_DISK = "no-disk"
 
 
 class Recording:
@@ -199,6 +205,34 @@ def wait_for_space(recording: Recording, log: logging.Logger) -> bool:
     return True
 
 
+def wait_for_mount(settings: Settings, status: StatusWriter, log: logging.Logger) -> bool:
+    """RECORD_REQUIRE_MOUNT: wait until SSD_PATH is off the root file system, creating nothing
+    meanwhile; False if told to stop first."""
+    if not settings.record_require_mount or not layout.on_root_filesystem(settings.ssd_path):
+        return True
+    log.error(
+        "SSD_PATH %s is on the root file system, not a mounted disk (RECORD_REQUIRE_MOUNT=1): "
+        "not recording until it is mounted; the stream goes on",
+        settings.ssd_path,
+    )
+    status.ready()  # waiting for the disk is its job now: the stack comes up, the stream runs
+
+    def mounted() -> bool:
+        try:
+            if not layout.on_root_filesystem(settings.ssd_path):
+                return True
+        except OSError as err:  # e.g. a disk going away mid-mount: not usable yet, check again
+            log.debug("cannot check SSD_PATH %s: %s", settings.ssd_path, err)
+        status.progress(frames=0, idle=True, state=NO_DISK, chunks=0, snapshots=0)  # not a stall
+        return False
+
+    if mounted() or gst.wait_until(mounted, PROGRESS_INTERVAL_S, log):
+        log.info("SSD_PATH %s is on a mounted file system now: recording starts", settings.ssd_path)
+        return True
+    log.info("stopped while waiting for SSD_PATH %s to be mounted", settings.ssd_path)
+    return False
+
+
 def set_aside_interrupted_files(settings: Settings, log: logging.Logger) -> None:
     """A recorder killed in the first half second of a chunk (before its first fragment) or in
     the middle of writing a snapshot leaves a file nothing can play. Check the newest chunk and
@@ -219,6 +253,8 @@ def set_aside_interrupted_files(settings: Settings, log: logging.Logger) -> None
 def run(settings: Settings, status: StatusWriter, log: logging.Logger) -> int:
     if not (settings.enable_video or settings.enable_images):
         log.info("ENABLE_VIDEO and ENABLE_IMAGES are both off: nothing to record")
+        return EXIT_OK
+    if not wait_for_mount(settings, status, log):
         return EXIT_OK
     set_aside_interrupted_files(settings, log)
     session = layout.create_session_dir(settings.ssd_path)

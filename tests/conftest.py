@@ -4,12 +4,14 @@ import contextlib
 import os
 import shutil
 import signal
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.harness import Proc, shm_segments, short_tempdir, stack_env, wait_until
+from streamer.testing import Proc, alive, wait_until
+from tests.harness import shm_segments, short_tempdir, stack_env
 
 
 def processes_using(workdir: Path) -> list[int]:
@@ -20,10 +22,8 @@ def processes_using(workdir: Path) -> list[int]:
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            if marker in (entry / "environ").read_bytes():
-                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-                if state != "Z":
-                    pids.append(int(entry.name))
+            if marker in (entry / "environ").read_bytes() and alive(int(entry.name)):
+                pids.append(int(entry.name))
         except OSError:
             continue
     return pids
@@ -59,16 +59,17 @@ def start(workdir: Path) -> Iterator[Callable[..., Proc]]:
     ``workdir`` checks for leftovers run."""
     started: list[Proc] = []
 
-    def launch(module: str, env: dict[str, str], *args: str, prefix: tuple[str, ...] = ()) -> Proc:
-        proc = Proc(module, env, args, prefix)
+    def launch(
+        module: str,
+        env: dict[str, str],
+        *args: str,
+        prefix: tuple[str, ...] = (),
+        python: str = sys.executable,
+    ) -> Proc:
+        proc = Proc(module, env, args, prefix, python=python)
         started.append(proc)
         return proc
 
     yield launch
     for proc in started:
-        if proc.popen.poll() is None:
-            proc.signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except Exception:
-                proc.kill_group()
+        proc.stop(15)

@@ -1,18 +1,17 @@
-"""Test harness: real worker processes, real GStreamer readers, conditions with deadlines."""
+"""Test harness: a small stack's settings, real GStreamer readers, a small disk, leftovers.
+
+The process harness, conditions with deadlines and the readers of the controller's state are
+shared with the benchmark: ``streamer.testing`` (re-exported here).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import re
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import gi
@@ -24,17 +23,13 @@ from gi.repository import Gst  # noqa: E402
 from streamer import config  # noqa: E402
 from streamer.config import Settings  # noqa: E402
 from streamer.media import pipelines, shm  # noqa: E402
+from streamer.testing import ROOT, Proc, free_port, wait_until  # noqa: E402
+
+__all__ = ["ROOT", "Proc", "free_port", "wait_until"]  # re-exported for the tests
 
 Gst.init(None)
 
-ROOT = Path(__file__).resolve().parent.parent
 TEST_WIDTH, TEST_HEIGHT, TEST_FPS = 320, 240, 30
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def stack_env(workdir: Path, **overrides: str) -> dict[str, str]:
@@ -61,89 +56,6 @@ def stack_env(workdir: Path, **overrides: str) -> dict[str, str]:
 def short_tempdir() -> Path:
     # Unix socket paths are limited to 107 bytes: pytest's tmp_path can be too long.
     return Path(tempfile.mkdtemp(prefix="streamer-", dir="/tmp"))
-
-
-def wait_until(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.05) -> object:
-    """Poll ``condition`` until it returns something truthy; fail with ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-
-
-class Proc:
-    """A ``python -m streamer.<module>`` process in its own session, its output collected."""
-
-    def __init__(
-        self, module: str, env: dict[str, str], args: tuple[str, ...] = (), prefix: tuple[str, ...] = ()
-    ) -> None:
-        self.module = module
-        self.lines: list[str] = []
-        self._lock = threading.Lock()
-        self.popen = subprocess.Popen(
-            [*prefix, sys.executable, "-m", module, *args],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            text=True,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.popen.stdout is not None
-        for line in self.popen.stdout:
-            with self._lock:
-                self.lines.append(line.rstrip("\n"))
-
-    @property
-    def output(self) -> str:
-        with self._lock:
-            return "\n".join(self.lines)
-
-    def matches(self, pattern: str) -> list[re.Match[str]]:
-        with self._lock:
-            lines = list(self.lines)
-        return [m for line in lines if (m := re.search(pattern, line))]
-
-    def wait_for(self, pattern: str, timeout: float = 20, count: int = 1) -> list[re.Match[str]]:
-        def enough() -> list[re.Match[str]] | None:
-            if self.popen.poll() is not None and len(self.matches(pattern)) < count:
-                self._reader.join(2)
-                if len(self.matches(pattern)) < count:
-                    raise AssertionError(
-                        f"{self.module} exited ({self.popen.returncode}) before logging {pattern!r}:\n"
-                        + self.output
-                    )
-            found = self.matches(pattern)
-            return found if len(found) >= count else None
-
-        try:
-            return wait_until(enough, timeout, f"{count} x {pattern!r} from {self.module}")  # type: ignore[return-value]
-        except AssertionError as err:
-            raise AssertionError(f"{err}\n--- output so far:\n{self.output}") from None
-
-    def signal(self, signum: int) -> None:
-        os.kill(self.popen.pid, signum)
-
-    def wait(self, timeout: float = 20) -> int:
-        code = self.popen.wait(timeout)
-        self._reader.join(5)
-        return code
-
-    def kill_group(self) -> None:
-        """Last resort cleanup: SIGKILL the whole session's process group."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        self.popen.wait(10)
-        self._reader.join(5)
 
 
 def settings_for(env: dict[str, str]) -> Settings:

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from streamer.media import shm
+from streamer.media.rtsp_client import RtspClient
 from tests.harness import wait_until
-from tests.rtsp_viewer import RtspViewer
 
 USER = "pilot"
 
@@ -57,7 +57,7 @@ def stop_stack(drone) -> None:
     assert drone.wait() == 0, drone.output
 
 
-def watch(viewer: RtspViewer, frames: int = 30, timeout: float = 20) -> RtspViewer:
+def watch(viewer: RtspClient, frames: int = 30, timeout: float = 20) -> RtspClient:
     try:
         assert viewer.wait_frames(frames, timeout), viewer.report()
     finally:
@@ -65,7 +65,7 @@ def watch(viewer: RtspViewer, frames: int = 30, timeout: float = 20) -> RtspView
     return viewer
 
 
-def refused(viewer: RtspViewer, timeout: float = 15) -> list[str]:
+def refused(viewer: RtspClient, timeout: float = 15) -> list[str]:
     """Start a viewer that must not get a picture; its errors (it must fail, not hang)."""
     viewer.start()
     try:
@@ -91,14 +91,14 @@ def test_digest_auth_401_without_or_with_wrong_credentials_frames_with_right_one
             right = ffprobe(url(env, credentials=f"{USER}:{password}@"), "-rtsp_transport", transport)
             assert right.returncode == 0 and right.stdout.strip() == "h264", right.stderr
 
-        assert any("Unauthorized" in e for e in refused(RtspViewer(url(env), "tcp")))
-        assert any("Unauthorized" in e for e in refused(RtspViewer(url(env), "tcp", user=USER, password="x")))
+        assert any("Unauthorized" in e for e in refused(RtspClient(url(env), "tcp")))
+        assert any("Unauthorized" in e for e in refused(RtspClient(url(env), "tcp", user=USER, password="x")))
         for protocols in ("udp", "tcp"):
-            viewer = watch(RtspViewer(url(env), protocols, user=USER, password=password).start())
+            viewer = watch(RtspClient(url(env), protocols, user=USER, password=password).start())
             assert not viewer.errors
             drone.wait_for(rf"playing over {protocols.upper()}")
         # Credentials in the URL work with rtspsrc too.
-        assert not watch(RtspViewer(url(env, credentials=f"{USER}:{password}@"), "tcp").start()).errors
+        assert not watch(RtspClient(url(env, credentials=f"{USER}:{password}@"), "tcp").start()).errors
         drone.wait_for(r"digest auth, 1 user")
     finally:
         stop_stack(drone)
@@ -112,11 +112,11 @@ def test_password_file_with_basic_auth_and_no_password_in_any_log_line(env, star
     drone = start_stack(start, env, RTSP_PASSWORD_FILE=str(users), RTSP_AUTH_METHOD="basic")
     try:
         for user, password in passwords.items():
-            viewer = watch(RtspViewer(url(env), "tcp", user=user, password=password).start())
+            viewer = watch(RtspClient(url(env), "tcp", user=user, password=password).start())
             assert not viewer.errors
         wrong = ffprobe(url(env, credentials=f"{USER}:{passwords['ground'].replace(':', '%3A')}@"))
         assert "401 Unauthorized" in wrong.stderr, wrong.stderr
-        refused(RtspViewer(url(env), "tcp", user="ground", password=passwords[USER]))
+        refused(RtspClient(url(env), "tcp", user="ground", password=passwords[USER]))
         drone.wait_for(r"basic auth, 2 users")
     finally:
         stop_stack(drone)
@@ -164,7 +164,7 @@ def test_rtsps_with_a_self_signed_certificate_plays_over_tls_only(env, start, se
         assert "401 Unauthorized" in wrong.stderr, wrong.stderr
         plain = ffprobe(url(env, "rtsp", f"{USER}:{password}@"))  # no TLS: no answer it understands
         assert plain.returncode != 0
-        viewer = watch(RtspViewer(url(env, "rtsps"), user=USER, password=password).start())
+        viewer = watch(RtspClient(url(env, "rtsps"), user=USER, password=password).start())
         assert not viewer.errors
         drone.wait_for(r"playing over TCP")
     finally:
@@ -365,7 +365,7 @@ def test_hostile_clients_do_not_disturb_a_viewer(env, start, capsys):
     drone = start_stack(start, env, RTSP_USER=USER, RTSP_PASSWORD=password)
     port = int(env["RTSP_PORT"])
     half_open: list[socket.socket] = []
-    viewer = RtspViewer(url(env), "tcp", user=USER, password=password).start()
+    viewer = RtspClient(url(env), "tcp", user=USER, password=password).start()
     try:
         assert viewer.wait_frames(30, 20), viewer.report()
         began = time.monotonic()
@@ -392,7 +392,7 @@ def test_hostile_clients_do_not_disturb_a_viewer(env, start, capsys):
         # The server is up and answers properly; the viewer kept its frames all along.
         assert drone.popen.poll() is None
         assert "401 Unauthorized" in ffprobe(url(env)).stderr
-        late = watch(RtspViewer(url(env), "udp", user=USER, password=password).start())
+        late = watch(RtspClient(url(env), "udp", user=USER, password=password).start())
         assert not late.errors
         window = [t for t in list(viewer.frame_times) if began <= t <= fuzz_end]
         gaps = [b - a for a, b in zip([began, *window], [*window, fuzz_end], strict=True)]

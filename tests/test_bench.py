@@ -9,10 +9,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench import procs, report
+import pytest
+
+from bench import ffmpeg_clients, procs, recovery, report
 from bench.floor import floor_media
-from bench.run import paced_joins
-from streamer import config
+from bench.viewers import paced_joins
+from streamer import config, testing
+from streamer.control import state
 from streamer.media.gst import Gst
 
 STAT = (
@@ -31,10 +34,26 @@ def test_rss_is_read_in_kib_and_missing_for_zombies():
     assert procs.rss_kib("Name:\tpython\nState:\tZ (zombie)\n") is None
 
 
-def test_worker_pids_come_from_the_controllers_log():
-    lines = ["INFO drone: started feeder (pid 10)", "started rtsp (pid 12)", "started feeder (pid 20)"]
-    found = {m.group(1): int(m.group(2)) for line in lines if (m := procs.STARTED_RE.search(line))}
-    assert found == {"feeder": 20, "rtsp": 12}
+def test_worker_pids_come_from_the_controllers_published_state(tmp_path):
+    env = {"SHM_RECORDER_SOCKET": str(tmp_path / "rec.sock")}
+    assert testing.worker_pids(env) == {}  # no stack yet
+    published = state.StackState(state=state.UP)
+    published.worker("feeder").pid = 20
+    published.worker("rtsp").pid = 12
+    published.worker("recorder")  # not started yet: no pid
+    state.write(str(tmp_path / "rec.sock.state.json"), published)
+    assert testing.worker_pids(env) == {"feeder": 20, "rtsp": 12}
+    assert testing.worker_pid(env, "rtsp") == 12
+    with pytest.raises(AssertionError, match="no pid for recorder"):
+        testing.worker_pid(env, "recorder")
+
+
+def test_one_wait_serves_tests_and_the_bench():
+    """Tests see a failed assertion naming what was awaited; bench.run catches TimeoutError."""
+    with pytest.raises(AssertionError, match="waiting for never") as failed:
+        procs.wait_until(lambda: False, 0.05, "never", 0.01)
+    assert isinstance(failed.value, TimeoutError)
+    assert procs.wait_until(lambda: 7, 1, "seven") == 7
 
 
 def test_the_floor_is_the_stacks_own_chain_without_shared_memory(tmp_path):
@@ -47,7 +66,9 @@ def test_the_floor_is_the_stacks_own_chain_without_shared_memory(tmp_path):
     assert "! queue name=stream_queue leaky=downstream max-size-buffers=1 " in media
     assert "x264enc name=stream_encoder tune=zerolatency" in media and "bitrate=2000 " in media
     assert media.endswith("rtph264pay name=pay0 pt=96 aggregate-mode=zero-latency")
-    assert Gst.parse_launch(media) is not None
+    pipeline = Gst.parse_launch(media)  # raises on a bad description
+    named = ("camera", "stamp", "stream_encoder", "pay0")
+    assert [name for name in named if pipeline.get_by_name(name) is None] == []
 
 
 def test_pacing_is_replayed_from_the_join_times():
@@ -126,22 +147,17 @@ def test_markdown_marks_missed_targets():
     assert "Machine: 2 cores" in text
 
 
-def test_the_bench_runs_end_to_end_on_a_short_setting(env, start, workdir: Path):
+def run_small(start, env, workdir: Path, module: str, *args: str) -> Path:
+    """``python -m <module>`` at 320x240 with its sockets in ``workdir``; its results directory."""
     out = workdir / "results"
-    bench = start(
-        "bench.run",
-        env,
-        "--short",
-        "--width",
-        "320",
-        "--height",
-        "240",
-        "--out",
-        str(out),
-        "--workdir",
-        str(workdir),
-    )
+    size = ("--width", "320", "--height", "240")
+    bench = start(module, env, *args, *size, "--out", str(out), "--workdir", str(workdir))
     assert bench.wait(120) == 0, bench.output
+    return out
+
+
+def test_the_bench_runs_end_to_end_on_a_short_setting(env, start, workdir: Path):
+    out = run_small(start, env, workdir, "bench.run", "--short")
     data = json.loads((out / "bench.json").read_text())
     assert data["settings"]["short"] and data["settings"]["camera"] == "test-stamped"
     assert not data["errors"]
@@ -163,3 +179,43 @@ def test_the_bench_runs_end_to_end_on_a_short_setting(env, start, workdir: Path)
     for plot in ("latency_cdf.png", "cpu_per_process.png", "late_join.png"):
         assert (out / plot).read_bytes().startswith(b"\x89PNG"), plot
     assert not (workdir / "ssd").exists()  # recordings of the run are removed
+
+
+def test_kill_order_is_seeded_and_summary_counts_the_target():
+    assert recovery.kill_order(5, 5) == recovery.kill_order(5, 5)
+    assert set(recovery.kill_order(30, 1)) == {"feeder", "recorder", "rtsp"}
+    total = recovery.summary([1.5, 1.2, 2.5, 1.3])
+    assert (total["kills"], total["median_s"], total["max_s"], total["within_target"]) == (4, 1.4, 2.5, 3)
+    assert recovery.summary([])["median_s"] is None
+
+
+def test_recovery_runs_end_to_end_on_a_few_kills(env, start, workdir: Path):
+    out = run_small(start, env, workdir, "bench.recovery", "--kills", "2", "--settle", "3")
+    data = json.loads((out / "recovery.json").read_text())
+    assert not data["errors"]
+    assert [r["worker"] for r in data["recoveries"]] == list(recovery.kill_order(2, data["settings"]["seed"]))
+    assert all(r["seconds"] > 0 for r in data["recoveries"])
+    assert data["summary"]["kills"] == 2 and data["summary"]["max_s"] >= data["summary"]["median_s"]
+    assert "| # | worker killed |" in (out / "recovery.md").read_text()
+    assert not (workdir / "ssd").exists()
+
+
+def test_opencv_options_are_key_value_pairs():
+    options = ffmpeg_clients.ffmpeg_options("udp", "probesize=32")
+    assert ffmpeg_clients.opencv_env(options) == "rtsp_transport;udp|probesize;32"
+    assert ffmpeg_clients.opencv_env(ffmpeg_clients.ffmpeg_options("tcp", "default")) == "rtsp_transport;tcp"
+
+
+def test_ffmpeg_clients_run_end_to_end_once_each(env, start, workdir: Path):
+    out = run_small(start, env, workdir, "bench.ffmpeg_clients", "--repeats", "1")
+    data = json.loads((out / "ffmpeg_clients.json").read_text())
+    assert not data["errors"]
+    measured = {(f["client"], f["transport"], f["options"]): f["seconds"] for f in data["figures"]}
+    assert set(measured) == {
+        (client, transport, options)
+        for client in ("opencv", "pyav")
+        for transport in ("udp", "tcp")
+        for options in ("default", "probesize=32")
+    }
+    assert all(len(seconds) == 1 and seconds[0] > 0 for seconds in measured.values())
+    assert "| opencv | udp | probesize=32 |" in (out / "ffmpeg_clients.md").read_text()

@@ -13,17 +13,21 @@ from streamer import config
 from streamer.media import pipelines
 from tests.harness import ROOT
 
+# As tests/test_access.py makes its pair (the README's command).
+OPENSSL_SELF_SIGNED = ("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost")
+
 
 def test_defaults(tmp_path: Path):
     s = config.load({"HOME": str(tmp_path)})
     assert s.ssd_path == tmp_path / "capture"
     assert (s.enable_rtsp, s.enable_video, s.enable_images) == (True, True, True)
-    assert s.camera == "/dev/video0" and not s.synthetic_camera
+    assert s.camera == "/dev/video0"
     assert (s.video_fps, s.video_width, s.video_height, s.video_bitrate) == (30, 1280, 720, 2_000_000)
     assert s.shm_sockets == ("/tmp/drone_cam_rec.sock", "/tmp/drone_cam_str.sock")
     assert (s.rtsp_port, s.rtsp_path) == (8554, "/live")
     assert s.frame_bytes == 1_382_400
     assert s.record_min_free == (0, 0.05) and s.record_max_age_s is None
+    assert s.record_require_mount is False
 
 
 def test_values_are_parsed(tmp_path: Path):
@@ -38,12 +42,14 @@ def test_values_are_parsed(tmp_path: Path):
             "VIDEO_FPS": " 60 ",
             "RTSP_PATH": "/cam/front",
             "LOG_LEVEL": "debug",
+            "RECORD_REQUIRE_MOUNT": "yes",
         }
     )
     assert s.ssd_path == tmp_path / "new" / "dir"
     assert (s.enable_rtsp, s.enable_video, s.enable_images) == (False, False, True)
     assert s.camera == "/dev/v4l/by-id/usb-Cam_1.0:video-index0"
     assert s.video_fps == 60 and s.rtsp_path == "/cam/front" and s.log_level == "DEBUG"
+    assert s.record_require_mount is True
 
 
 INJECTION = "/dev/video0 ! filesink location=/tmp/x"
@@ -91,6 +97,7 @@ BAD = [
     ("RECORD_MIN_FREE", "95%", "a percentage of the disk from 0 to 90"),
     ("RECORD_MAX_AGE", "-3h", "a duration like 7d, 12h, 30m, 90s"),
     ("RECORD_MAX_AGE", "0", "a duration like"),
+    ("RECORD_REQUIRE_MOUNT", "sometimes", "one of 1, 0, true, false, yes, no"),
     ("RTSP_BIND", "localhost", "must be an IPv4 or IPv6 address"),
     ("RTSP_BIND", "300.1.1.1", "must be an IPv4 or IPv6 address"),
     ("RTSP_BIND", "0.0.0.0 ! fakesink", "must be an IPv4 or IPv6 address"),
@@ -182,6 +189,17 @@ def test_bad_password_files_never_echo_a_line(tmp_path: Path, content, mode, all
         assert f":{secret}" not in str(caught.value)
 
 
+def test_rtsp_user_may_not_also_be_in_the_password_file(tmp_path: Path):
+    users = tmp_path / "users"
+    users.write_text("ops:other\n")
+    users.chmod(0o600)
+    environ = {"HOME": str(tmp_path), "RTSP_USER": "ops", "RTSP_PASSWORD": "s3cret"}
+    with pytest.raises(config.ConfigError) as caught:
+        config.load({**environ, "RTSP_PASSWORD_FILE": str(users)})
+    assert str(caught.value) == "RTSP_USER='ops': this user is also in RTSP_PASSWORD_FILE; keep one"
+    assert config.load(environ).rtsp_credentials == (("ops", "s3cret"),)
+
+
 def test_tls_needs_both_certificate_and_key(tmp_path: Path):
     cert = tmp_path / "cert.pem"
     cert.write_text("-----BEGIN CERTIFICATE-----\nMII\n-----END CERTIFICATE-----\n")
@@ -189,6 +207,79 @@ def test_tls_needs_both_certificate_and_key(tmp_path: Path):
         config.ConfigError, match=r"RTSP_TLS_KEY='': must be set too when RTSP_TLS_CERT is set"
     ):
         config.load({"HOME": str(tmp_path), "RTSP_TLS_CERT": str(cert)})
+
+
+def openssl_pair(directory: Path, name: str, *options: str) -> tuple[Path, Path]:
+    """A self-signed certificate and its key, made by openssl (``options`` e.g. to encrypt it)."""
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    subprocess.run(
+        [*OPENSSL_SELF_SIGNED, "-days", "1", "-keyout", str(key), "-out", str(cert), *options],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key
+
+
+def key_material(key: Path) -> list[str]:
+    """The base64 lines of a PEM key: what an error message must never show."""
+    return [line for line in key.read_text().splitlines() if line and not line.startswith("-----")]
+
+
+def test_a_matching_certificate_and_key_load(tmp_path: Path):
+    cert, key = openssl_pair(tmp_path, "drone")
+    s = config.load({"HOME": str(tmp_path), "RTSP_TLS_CERT": str(cert), "RTSP_TLS_KEY": str(key)})
+    assert s.rtsp_tls and (s.rtsp_tls_cert, s.rtsp_tls_key) == (cert, key)
+
+
+def run_drone_config_check(tmp_path: Path, **settings: str) -> subprocess.CompletedProcess[str]:
+    """``python -m streamer.drone`` with a bad configuration: it exits before anything starts."""
+    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", **settings}
+    return subprocess.run(
+        [sys.executable, "-m", "streamer.drone"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_a_key_of_another_certificate_stops_the_stack_naming_rtsp_tls_key(tmp_path: Path):
+    cert, _key = openssl_pair(tmp_path, "drone")
+    _other_cert, other_key = openssl_pair(tmp_path, "other")
+    result = run_drone_config_check(tmp_path, RTSP_TLS_CERT=str(cert), RTSP_TLS_KEY=str(other_key))
+    assert result.returncode == config.EXIT_CONFIG == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert f"RTSP_TLS_KEY='{other_key}': does not match RTSP_TLS_CERT" in line
+    assert str(cert) in line
+    for material in key_material(other_key) + key_material(tmp_path / "drone.key"):
+        assert material not in line
+
+
+def test_an_encrypted_key_is_reported_as_such(tmp_path: Path):
+    cert, key = openssl_pair(tmp_path, "drone")
+    encrypted = tmp_path / "encrypted.key"
+    subprocess.run(
+        ["openssl", "pkey", "-in", str(key), "-aes256", "-passout", "pass:hunter2", "-out", str(encrypted)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    with pytest.raises(config.ConfigError) as caught:
+        config.load({"HOME": str(tmp_path), "RTSP_TLS_CERT": str(cert), "RTSP_TLS_KEY": str(encrypted)})
+    message = str(caught.value)
+    assert message.startswith(f"RTSP_TLS_KEY='{encrypted}': is encrypted (protected by a passphrase)")
+    assert not any(material in message for material in key_material(encrypted))
+
+
+def test_a_certificate_openssl_cannot_parse_is_named(tmp_path: Path):
+    _cert, key = openssl_pair(tmp_path, "drone")
+    broken = tmp_path / "broken.crt"
+    broken.write_text("-----BEGIN CERTIFICATE-----\nMII\n-----END CERTIFICATE-----\n")
+    with pytest.raises(config.ConfigError) as caught:
+        config.load({"HOME": str(tmp_path), "RTSP_TLS_CERT": str(broken), "RTSP_TLS_KEY": str(key)})
+    assert str(caught.value).startswith(f"RTSP_TLS_CERT='{broken}': cannot be read as a PEM certificate")
 
 
 def test_redact_hides_secrets_and_url_credentials():
@@ -222,14 +313,32 @@ def test_programs_exit_2_with_one_line(tmp_path: Path, module, variable, value):
     result = subprocess.run(
         [sys.executable, "-m", module], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30
     )
-    assert result.returncode == 2
+    assert result.returncode == config.EXIT_CONFIG == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert f"{variable}={value!r}" in lines[0]
     assert not Path("/tmp/x").exists()
 
 
-def test_readme_documents_every_setting():
-    readme = (ROOT / "README.md").read_text()
-    for variable, default in config.variables():
-        assert f"| `{variable}` | `{default}` |" in readme, variable
+def readme_settings_table() -> str:
+    """The table under README's "## Settings" heading, as it stands."""
+    section = (ROOT / "README.md").read_text().split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
+    return "".join(line + "\n" for line in section.splitlines() if line.startswith("|"))
+
+
+def test_readme_settings_table_is_the_generated_one():
+    """Regenerate it with `python -m streamer.config` after changing a setting's declaration."""
+    assert readme_settings_table() == config.markdown_table()
+    variables = [variable for variable, _default in config.variables()]
+    assert len(variables) == len(set(variables)) == config.markdown_table().count("\n") - 2
+
+
+def test_python_m_streamer_config_prints_the_table():
+    result = subprocess.run(
+        [sys.executable, "-m", "streamer.config"], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == config.markdown_table()
+    assert result.stdout.startswith(
+        "| Variable | Default | Meaning |\n|---|---|---|\n| `SSD_PATH` | `$HOME/capture` |"
+    )

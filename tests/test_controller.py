@@ -5,32 +5,29 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
 from pathlib import Path
 
-from tests.harness import ShmReader, settings_for, wait_until
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+from streamer.testing import alive, stack_state, wait_until
+from tests.harness import ShmReader, settings_for
 
 
 def test_killed_feeder_restarts_the_stack_and_sigterm_leaves_nothing(env, start, workdir: Path):
     drone = start("streamer.drone", env)
-    first = int(drone.wait_for(r"started feeder \(pid (\d+)\)")[0].group(1))
-    drone.wait_for("stack is up")
+    up = drone.wait_up()
+    first = up.workers["feeder"].pid
+    assert first is not None
 
     os.kill(first, signal.SIGKILL)
     drone.wait_for(r"feeder killed by SIGKILL: stopping the stack")
     drone.wait_for(rf"removed leaked shared memory .*shmpipe\.\s*{first}\.")
     drone.wait_for("restarting the stack in")
-    second = int(drone.wait_for(r"started feeder \(pid (\d+)\)", count=2)[1].group(1))
-    assert second != first
-    drone.wait_for("stack is up", count=2)
+    up = drone.wait_up(after=up)
+    second = up.workers["feeder"].pid
+    assert second not in (None, first)
+    assert up.workers["feeder"].restarts == 1
+    (restart,) = up.restarts
+    assert (restart.scope, restart.reason) == ("stack", "feeder killed by SIGKILL"), restart
 
     # The restarted feeder serves frames on the configured paths again.
     reader = ShmReader(settings_for(env), env["SHM_STREAM_SOCKET"]).start()
@@ -41,7 +38,7 @@ def test_killed_feeder_restarts_the_stack_and_sigterm_leaves_nothing(env, start,
 
     drone.signal(signal.SIGTERM)
     assert drone.wait() == 0
-    assert not pid_alive(second)
+    assert not alive(second)
     assert "feeder stopped (exited with status 0)" in drone.output
     assert not list(workdir.glob("*.sock*"))
     # every line the feeder logged was relayed under its name
@@ -50,11 +47,11 @@ def test_killed_feeder_restarts_the_stack_and_sigterm_leaves_nothing(env, start,
 
 def test_sigint_stops_cleanly(env, start):
     drone = start("streamer.drone", env)
-    feeder = int(drone.wait_for(r"started feeder \(pid (\d+)\)")[0].group(1))
-    drone.wait_for("stack is up")
+    feeder = drone.wait_up().workers["feeder"].pid
     drone.signal(signal.SIGINT)
     assert drone.wait() == 0
-    assert not pid_alive(feeder)
+    assert feeder is not None and not alive(feeder)
+    assert stack_state(env) is None  # the published state goes with the controller
 
 
 def test_missing_camera_retries_with_growing_pauses(env, start):
@@ -71,13 +68,15 @@ def test_missing_camera_retries_with_growing_pauses(env, start):
 
 def test_refuses_to_start_over_a_running_stack(env, start):
     first = start("streamer.drone", env)
-    first.wait_for("stack is up")
+    first.wait_up()
     second = start("streamer.drone", env)
     assert second.wait() == 1
     first_pid = first.popen.pid
     assert re.search(rf"cannot start: another stack \(pid {first_pid}\) holds .*rec.sock.lock", second.output)
-    # ...and the running stack is untouched
+    # ...and the running stack is untouched, its published state too
     assert first.popen.poll() is None
+    published = stack_state(env)
+    assert published is not None and published.controller_pid == first_pid
     first.signal(signal.SIGTERM)
     assert first.wait() == 0
 
@@ -99,6 +98,7 @@ def test_refuses_a_socket_or_port_held_by_a_foreign_process(env, start, workdir:
         assert drone.wait() == 1
         assert f"cannot start: RTSP port {env['RTSP_PORT']} is in use by another process" in drone.output
     assert not list(workdir.glob("*.lock"))
+    assert stack_state(env) is None
 
 
 def test_a_worker_rejecting_its_configuration_stops_the_controller(env, start, workdir: Path):
@@ -110,9 +110,26 @@ def test_a_worker_rejecting_its_configuration_stops_the_controller(env, start, w
     passwords.chmod(0o600)
     env.update(RTSP_PASSWORD_FILE=str(passwords))
     drone = start("streamer.drone", env)
-    drone.wait_for("stack is up")
+    drone.wait_up()
     passwords.unlink()
-    os.kill(int(drone.wait_for(r"started rtsp \(pid (\d+)\)")[0].group(1)), signal.SIGKILL)
+    os.kill(drone.worker_pid("rtsp"), signal.SIGKILL)
     assert drone.wait(30) == 2
     assert re.search(r"feeder rejected the configuration \(exit status 2\): not restarting", drone.output)
     assert "RTSP_PASSWORD_FILE" in drone.output  # the worker's own one-line reason is relayed
+
+
+def test_a_python_without_gstreamer_stops_at_once_with_the_way_out(env, start, workdir: Path):
+    """``python3 -m streamer.drone`` with an interpreter lacking GStreamer's bindings (pyenv's, or
+    a venv made without --system-site-packages) must not start workers that die on import and
+    restart forever: one line, exit status 2."""
+    bare = workdir / "bare-venv"
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(bare)], check=True)
+    drone = start("streamer.drone", env, python=str(bare / "bin" / "python"))
+    assert drone.wait() == 2
+    assert re.fullmatch(
+        r"drone: .*bare-venv/bin/python cannot run the workers: GStreamer's Python bindings are not "
+        r"usable \(ModuleNotFoundError: No module named 'gi'\); start the stack with scripts/run, or "
+        r"with \.venv/bin/python -m streamer\.drone",
+        drone.output.strip(),
+    ), drone.output
+    assert stack_state(env) is None  # nothing was started

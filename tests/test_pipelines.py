@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from streamer import config
-from streamer.media import pipelines
+from streamer.media import camera, pipelines
 
 
 @pytest.fixture
@@ -15,17 +15,9 @@ def settings(tmp_path: Path) -> config.Settings:
     return config.load({"HOME": str(tmp_path), "CAMERA": "/dev/video2", "VIDEO_FPS": "25"})
 
 
-def test_real_camera_asks_for_the_exact_mjpeg_mode(settings):
-    assert pipelines.camera_source(settings) == (
-        'v4l2src name=camera device="/dev/video2" ! image/jpeg,width=1280,height=720,framerate=25/1'
-    )
-
-
-def test_synthetic_camera_is_a_live_paced_mjpeg_source(settings):
-    source = pipelines.camera_source(config.load({"HOME": "/tmp", "CAMERA": "test"}))
-    assert source.startswith("videotestsrc name=camera is-live=true ")
-    assert "horizontal-speed=" in source  # moving content
-    assert source.endswith("! jpegenc quality=85 ! image/jpeg,width=1280,height=720,framerate=30/1")
+def test_feeder_starts_with_the_cameras_source(settings):
+    """The source itself is the camera module's (tests/test_camera.py)."""
+    assert pipelines.feeder(settings).startswith(camera.camera_for(settings).source() + " ! jpegdec ")
 
 
 def test_feeder_decodes_once_and_fixes_format_without_holding_a_frame(settings):
@@ -62,21 +54,58 @@ def test_reader_source_restores_caps_and_timestamps(settings):
     )
 
 
-def test_descriptions_parse(settings):
-    """Every description is valid launch syntax for the installed GStreamer."""
-    import gi
+def named_elements(s: config.Settings) -> list[tuple[str, dict[str, str]]]:
+    """Each description, with the elements the workers (and bench, tests) look up by name in it
+    and the factory each must be made by."""
+    cam = camera.camera_for(s)
+    source = {camera.CAMERA_ELEMENT: "v4l2src" if isinstance(cam, camera.V4l2Camera) else "videotestsrc"}
+    if cam.stamped:
+        source[camera.STAMP_ELEMENT] = "identity"
+    reader = {pipelines.SHM_INPUT_ELEMENT: "shmsrc"}
+    return [
+        (
+            pipelines.feeder(s),
+            {**source, pipelines.TEE_ELEMENT: "tee", "to_recorder": "shmsink", "to_stream": "shmsink"},
+        ),
+        (pipelines.shm_reader_source(s, "/tmp/x.sock") + " ! fakesink", reader),
+        (
+            pipelines.recorder(s, "/tmp/session"),
+            {
+                **reader,
+                pipelines.RECORDER_TEE_ELEMENT: "tee",
+                pipelines.VIDEO_QUEUE_ELEMENT: "queue",
+                pipelines.VIDEO_SINK_ELEMENT: "splitmuxsink",
+                pipelines.IMAGE_QUEUE_ELEMENT: "queue",
+                pipelines.IMAGE_SINK_ELEMENT: "multifilesink",
+            },
+        ),
+        (
+            pipelines.rtsp_media(s),
+            {
+                **reader,
+                pipelines.STREAM_ENCODER_ELEMENT: "x264enc",
+                pipelines.PAYLOADER_ELEMENT: "rtph264pay",
+            },
+        ),
+    ]
 
-    gi.require_version("Gst", "1.0")
-    from gi.repository import Gst
 
-    Gst.init(None)
-    for description in (
-        pipelines.feeder(settings),
-        pipelines.shm_reader_source(settings, "/tmp/x.sock") + " ! fakesink",
-        pipelines.recorder(settings, "/tmp/session"),
-        pipelines.rtsp_media(settings),
-    ):
-        assert Gst.parse_launch(description) is not None
+@pytest.mark.parametrize("camera_setting", ["/dev/video2", "test", "test-stamped"])
+def test_descriptions_parse_into_the_named_elements(tmp_path, camera_setting):
+    """Every description is valid launch syntax for the installed GStreamer (parse_launch raises
+    otherwise), and holds each element the workers look up by name, made by the right factory."""
+    from streamer.media.gst import Gst
+
+    s = config.load({"HOME": str(tmp_path), "CAMERA": camera_setting})
+    for description, named in named_elements(s):
+        pipeline = Gst.parse_launch(description)
+        assert isinstance(pipeline, Gst.Pipeline), description
+        found = {
+            name: element.get_factory().get_name()
+            for name in named
+            if (element := pipeline.get_by_name(name)) is not None
+        }
+        assert found == named, description
 
 
 def test_recorder_encodes_chunks_and_snapshots(settings):

@@ -15,9 +15,10 @@ from fractions import Fraction
 
 import pytest
 
+from streamer.media.gst import GLib, Gst
+from streamer.media.rtsp_client import RtspClient
 from streamer.rtsp import keyframes
-from tests.harness import TEST_FPS, TEST_HEIGHT, TEST_WIDTH
-from tests.rtsp_viewer import RtspViewer
+from tests.harness import TEST_FPS, TEST_HEIGHT, TEST_WIDTH, free_port
 
 
 def url(env: dict[str, str], path: str | None = None) -> str:
@@ -59,7 +60,7 @@ def test_ffprobe_sees_h264_at_the_configured_size_and_rate(env, stack, transport
 
 @pytest.mark.parametrize("protocols", ["udp", "tcp"])
 def test_rtspsrc_decodes_frames_at_the_configured_size_and_rate(env, stack, protocols):
-    viewer = RtspViewer(url(env), protocols).start()
+    viewer = RtspClient(url(env), protocols).start()
     try:
         assert viewer.wait_frames(90, 30), viewer.report()
     finally:
@@ -105,7 +106,7 @@ def test_default_rtspsrc_falls_back_to_tcp_when_udp_is_blocked(env, start, udp_b
     viewer = start("tests.rtsp_viewer", env, url(env), "--frames", "30", "--timeout", "40", prefix=in_netns)
     (report,) = viewer.wait_for(r"^\{.*\}$", timeout=60)
     result = json.loads(report.group(0))
-    assert result["frames"] >= 30, result
+    assert result["frames_decoded"] >= 30, result
     assert result["size"] == [TEST_WIDTH, TEST_HEIGHT]
     # it tried UDP first, got nothing, and came back over TCP
     drone.wait_for(r"playing over UDP")
@@ -115,7 +116,7 @@ def test_default_rtspsrc_falls_back_to_tcp_when_udp_is_blocked(env, start, udp_b
 
 
 def test_eight_viewers_share_one_encoder(env, stack):
-    viewers = [RtspViewer(url(env), "udp" if i % 2 else "tcp").start() for i in range(8)]
+    viewers = [RtspClient(url(env), "udp" if i % 2 else "tcp").start() for i in range(8)]
     try:
         for viewer in viewers:
             assert viewer.wait_frames(30, 40), viewer.report()
@@ -130,11 +131,11 @@ def test_eight_viewers_share_one_encoder(env, stack):
 
 
 def test_a_viewer_joining_mid_stream_gets_a_keyframe_at_once(env, stack):
-    first = RtspViewer(url(env), "udp").start()
+    first = RtspClient(url(env), "udp").start()
     try:
         # Be well into the stream and, most likely, mid-way between regular keyframes.
         assert first.wait_frames(45, 30), first.report()
-        late = RtspViewer(url(env), "udp").start()
+        late = RtspClient(url(env), "udp").start()
         try:
             assert late.wait_frames(1, 20), late.report()
         finally:
@@ -151,7 +152,7 @@ def test_a_viewer_joining_mid_stream_gets_a_keyframe_at_once(env, stack):
 
 
 def test_unknown_path_is_404_and_the_stream_goes_on(env, stack):
-    viewer = RtspViewer(url(env), "tcp").start()
+    viewer = RtspClient(url(env), "tcp").start()
     try:
         assert viewer.wait_frames(10, 30)
         result = ffprobe(url(env, "/nope"), "-rtsp_transport", "tcp")
@@ -161,6 +162,42 @@ def test_unknown_path_is_404_and_the_stream_goes_on(env, stack):
         assert viewer.wait_frames(frames + 30, 10), viewer.report()
     finally:
         viewer.stop()
+
+
+def test_an_error_while_playing_is_one_and_a_stop_under_a_running_stream_is_not(env, stack):
+    # Nothing listens there, or the path is wrong: the viewer fails with an error while playing.
+    for target, expected in (
+        (f"rtsp://127.0.0.1:{free_port()}/live", "src: "),
+        (url(env, "/nope"), "src: Not found"),
+    ):
+        failed = RtspClient(target, "tcp").start()
+        try:
+            assert not failed.wait_frames(1, 15)
+        finally:
+            failed.stop()
+        assert any(expected in e for e in failed.errors), failed.errors
+        assert not failed.frames
+    # A stop under a running stream: no error while playing. What rtspsrc posts once stop()
+    # has begun (e.g. a TEARDOWN it cannot write under load, made certain here) is a teardown
+    # error, kept apart.
+    viewer = RtspClient(url(env), "udp").start()
+    try:
+        assert viewer.wait_frames(30, 30), viewer.report()
+    finally:
+        playing_to_null = viewer.pipeline.set_state
+
+        def stop_with_a_failed_teardown(state: Gst.State) -> Gst.StateChangeReturn:
+            src = viewer.pipeline.get_by_name("src")
+            cause = GLib.Error.new_literal(
+                Gst.ResourceError.quark(), "Could not write to resource.", int(Gst.ResourceError.WRITE)
+            )
+            src.post_message(Gst.Message.new_error(src, cause, "TEARDOWN"))
+            return playing_to_null(state)
+
+        viewer.pipeline.set_state = stop_with_a_failed_teardown
+        viewer.stop()
+    assert viewer.report()["errors"] == [] == viewer.errors
+    assert "src: Could not write to resource." in viewer.teardown_errors
 
 
 def test_survives_malformed_requests_and_misbehaving_clients(env, stack):
@@ -201,7 +238,7 @@ def test_viewers_get_video_again_after_the_feeder_comes_back(env, start):
     feeder.wait_for("camera is delivering frames")
     worker = start("streamer.rtsp", env)
     worker.wait_for("serving rtsp://")
-    viewer = RtspViewer(url(env), "tcp").start()
+    viewer = RtspClient(url(env), "tcp").start()
     try:
         assert viewer.wait_frames(10, 30), viewer.report()
         feeder.signal(signal.SIGTERM)
@@ -211,7 +248,7 @@ def test_viewers_get_video_again_after_the_feeder_comes_back(env, start):
         viewer.stop()
     feeder = start("streamer.feeder", env)
     feeder.wait_for("camera is delivering frames")
-    again = RtspViewer(url(env), "tcp").start()
+    again = RtspClient(url(env), "tcp").start()
     try:
         assert again.wait_frames(10, 30), again.report()
     finally:

@@ -1,4 +1,5 @@
-"""Supervisor pieces without GStreamer: restart policy on a fake clock, process-group stops."""
+"""Supervisor pieces without GStreamer: restart policy on a fake clock, process-group stops, the
+published state."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import logging
 import os
 import time
 
+from streamer.control import state
 from streamer.control.children import Child, ChildSet, WorkerSpec
 from streamer.control.policies import ProgressWatch, RestartPolicy
+from streamer.control.publisher import StatePublisher
 from tests.harness import wait_until
 
 
@@ -19,29 +22,61 @@ class FakeClock:
         return self.now
 
 
-def test_pauses_grow_then_cap_then_reset_after_a_healthy_run():
-    clock = FakeClock()
-    policy = RestartPolicy(1.0, 8.0, healthy_after_s=30.0, clock=clock)
-    delays = []
-    for _ in range(6):
-        policy.started()
-        clock.now += 0.5  # fails quickly
-        delays.append(policy.failed())
-    assert delays == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+def fail_after(policy: RestartPolicy, clock: FakeClock, up_s: float | None, start_s: float = 2.0) -> float:
+    """One run: started, ready after ``start_s`` (unless ``up_s`` is None), failed ``up_s`` later."""
     policy.started()
-    clock.now += 31.0  # a healthy run
-    assert policy.failed() == 1.0
+    clock.now += start_s
+    if up_s is not None:
+        policy.ready()
+        clock.now += up_s
+    return policy.failed()
 
 
-def test_failures_are_counted_in_a_sliding_window():
+def test_lone_failures_of_a_settled_stack_restart_after_the_shortest_pause():
+    """Kills 12-15 s apart of a healthy stack: each restarts after the minimum, not a growing pause."""
     clock = FakeClock()
-    policy = RestartPolicy(1.0, 100.0, window_s=60.0, healthy_after_s=1000.0, clock=clock)
-    delays = []
-    for _ in range(4):  # a failure every 25 s: never healthy, but old ones leave the window
-        policy.started()
-        clock.now += 25.0
-        delays.append(policy.failed())
-    assert delays == [1.0, 2.0, 4.0, 4.0]
+    policy = RestartPolicy(1.0, 30.0, settle_s=10.0, clock=clock)
+    delays = [fail_after(policy, clock, up_s) for up_s in (12.0, 10.0, 15.0, 13.0, 11.0)]
+    assert delays == [1.0] * 5
+    assert policy.failures == 1
+
+
+def test_a_crash_loop_backs_off_to_the_cap_and_a_settled_run_clears_it():
+    clock = FakeClock()
+    policy = RestartPolicy(1.0, 8.0, settle_s=10.0, clock=clock)
+    # never ready (a missing camera): the pause doubles up to the cap
+    assert [fail_after(policy, clock, None) for _ in range(6)] == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+    assert fail_after(policy, clock, 10.0) == 1.0  # ready and settled: the count is cleared
+    assert fail_after(policy, clock, 10.0) == 1.0
+
+
+def test_a_failure_within_the_settle_time_after_ready_counts_as_a_crash_loop():
+    clock = FakeClock()
+    policy = RestartPolicy(1.0, 30.0, settle_s=10.0, clock=clock)
+    assert [fail_after(policy, clock, up_s) for up_s in (5.0, 9.9, 0.5, 9.0)] == [1.0, 2.0, 4.0, 8.0]
+    assert fail_after(policy, clock, 10.0) == 1.0
+
+
+def test_time_stalled_does_not_count_as_settled():
+    """A stall is seen only after its limit: a run that stalled right after ready is not settled."""
+    clock = FakeClock()
+    policy = RestartPolicy(1.0, 30.0, settle_s=10.0, clock=clock)
+    assert fail_after(policy, clock, None) == 1.0
+    policy.started()
+    policy.ready()
+    clock.now += 21.0
+    assert policy.failed(quiet_s=20.0) == 2.0  # progressed for 1 s only
+    policy.started()
+    policy.ready()
+    clock.now += 31.0
+    assert policy.failed(quiet_s=20.0) == 1.0  # progressed for 11 s, then stalled
+
+
+def test_crash_loop_failures_leave_the_window():
+    clock = FakeClock()
+    policy = RestartPolicy(1.0, 100.0, window_s=60.0, settle_s=10.0, clock=clock)
+    # a failure every 25 s, each before ready: never settled, but old ones leave the window
+    assert [fail_after(policy, clock, None, start_s=25.0) for _ in range(4)] == [1.0, 2.0, 4.0, 4.0]
     assert policy.failures == 3
 
 
@@ -67,6 +102,7 @@ def test_progress_watch_tells_frozen_from_stuck_from_idle():
 
     clock.now += 3.5  # frozen: no reports at all (e.g. SIGSTOP)
     assert watch.stalled() == "no report for 3.5 s"
+    assert watch.quiet_s() == 2.5  # not progressing, beyond the usual second between reports
 
 
 def test_stop_reaches_the_whole_group_and_kills_what_ignores_sigterm(tmp_path, caplog, monkeypatch):
@@ -106,3 +142,64 @@ def test_unknown_worker_output_is_relayed_as_warning(caplog):
     relayed = [r for r in caplog.records if r.name == "nonexistent"]
     assert any("No module named streamer.no_such_module" in r.getMessage() for r in relayed)
     assert all(r.levelno == logging.WARNING for r in relayed)
+
+
+def test_the_state_is_published_on_changes_and_progress_at_most_once_a_second(tmp_path, caplog):
+    clock = FakeClock()
+    path = str(tmp_path / "rec.sock.state.json")
+    published = StatePublisher(path, logging.getLogger("test"), clock=clock)
+    published.worker_started("feeder", 123)
+    assert state.read(path) is None  # not before the lock is ours
+    published.start()
+    assert state.read(path).workers["feeder"].state == state.STARTING
+
+    published.worker_reported("feeder", {"event": "ready"})
+    published.stack(state.UP)
+    seen = state.read(path)
+    assert (seen.state, seen.workers["feeder"].state, seen.workers["feeder"].pid) == ("up", "ready", 123)
+    assert seen.up_since is not None and seen.workers["feeder"].ready_at is not None
+
+    published.worker_reported("feeder", {"event": "progress", "frames": 30, "idle": False})
+    published.tick()
+    assert state.read(path).workers["feeder"].progress == {}  # less than a second since the last write
+    clock.now += 1.0
+    published.tick()
+    feeder = state.read(path).workers["feeder"]
+    assert feeder.progress == {"frames": 30, "idle": False} and feeder.last_report_at is not None
+
+    published.worker_failed("feeder", "killed by SIGKILL")
+    published.stack(state.RESTARTING)
+    published.worker_stopped("feeder")
+    published.restarted("stack", "feeder killed by SIGKILL", 1.0)
+    published.stack(state.STARTING)
+    published.worker_started("feeder", 456)
+    seen = state.read(path)
+    feeder = seen.workers["feeder"]
+    assert (feeder.pid, feeder.restarts, feeder.last_problem, feeder.progress) == (
+        456,
+        1,
+        "killed by SIGKILL",
+        {},
+    )
+    assert [(r.scope, r.reason, r.delay_s) for r in seen.restarts] == [
+        ("stack", "feeder killed by SIGKILL", 1.0)
+    ]
+    assert seen.up_since is None
+
+    published.finish()
+    assert not os.path.exists(path) and os.listdir(tmp_path) == []
+
+
+def test_publishing_errors_are_logged_once_and_a_refused_stack_removes_nothing(tmp_path, caplog):
+    caplog.set_level(logging.WARNING)
+    published = StatePublisher(str(tmp_path / "missing" / "x.state.json"), logging.getLogger("test"))
+    published.start()
+    published.worker_started("feeder", 1)
+    published.stack(state.UP)
+    assert caplog.text.count("cannot publish the stack's state") == 1
+    published.finish()
+
+    other = tmp_path / "rec.sock.state.json"
+    other.write_text("{}")  # another stack's
+    StatePublisher(str(other), logging.getLogger("test")).finish()  # never started: not ours
+    assert other.exists()

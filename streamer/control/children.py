@@ -2,7 +2,7 @@
 
 - ``Child``: one worker in its own process group, its output relayed line by line under the
   worker's name, its status channel decoded into events.
-- ``RestartPolicy``: how long to pause before restarting a failing stack (pure, clock injectable).
+- ``ChildSet``: the running children, the selector over their fds, stopping them stage by stage.
 """
 
 from __future__ import annotations

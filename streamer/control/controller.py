@@ -7,108 +7,54 @@ progress report for its stall limit, or no frames while it should have some), ha
 
 A failure stops the whole stack (consumers first, so files are finalised; SIGTERM, a grace
 period, then SIGKILL), clears what killed workers leave behind, and starts it again after a
-pause that grows while failures keep coming. With ``RESTART_SCOPE=worker`` a failed recorder
-or RTSP worker is restarted alone, with its own growing pause, while the camera and the other
-path run on; the feeder's failure always restarts the stack. SIGTERM or SIGINT stop everything
-and exit 0.
+pause: the shortest after a lone failure of a settled run, growing while a crash loop goes on.
+With ``RESTART_SCOPE=worker`` a failed recorder or RTSP worker is restarted alone, with its own
+pauses, while the camera and the other path run on; the feeder's failure always restarts the
+stack. SIGTERM or SIGINT stop everything and exit 0. The controller publishes its view of the
+stack as a JSON file (``streamer.control.state``).
 
 The controller never imports GStreamer: nothing it supervises can wedge it.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import signal
-import socket
+import sys
 import time
-from dataclasses import dataclass
 from types import FrameType
 
 from streamer import config
 from streamer.config import Settings
+from streamer.control import hygiene, state
 from streamer.control.children import Child, ChildSet, WorkerSpec
 from streamer.control.instance import AlreadyRunning, InstanceLock
 from streamer.control.policies import ProgressWatch, RestartPolicy
-from streamer.media import shm
+from streamer.control.publisher import StatePublisher
+from streamer.control.workers import FEEDER, Worker, consumer_specs, stall_limit
 from streamer.runtime import logs
-from streamer.runtime.worker import EXIT_CONFIG  # what a worker exits with on a bad setting
+from streamer.runtime.worker import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 
 NAME = "drone"
-FEEDER = WorkerSpec("feeder", "streamer.feeder")
-RECORDER = WorkerSpec("recorder", "streamer.recorder")
-RTSP = WorkerSpec("rtsp", "streamer.rtsp")
 READY_TIMEOUT_S = 15.0
 WATCH_INTERVAL_S = 0.2
 
-EXIT_OK = 0
-EXIT_ALREADY_RUNNING = 1
-
-
-def consumer_specs(settings: Settings) -> list[WorkerSpec]:
-    """The workers that read the feeder's sockets, as enabled by the settings."""
-    specs: list[WorkerSpec] = []
-    if settings.enable_video or settings.enable_images:
-        specs.append(RECORDER)
-    if settings.enable_rtsp:
-        specs.append(RTSP)
-    return specs
-
-
-def stall_limit(settings: Settings, spec: WorkerSpec) -> float:
-    return {
-        FEEDER: settings.stall_feeder_s,
-        RECORDER: settings.stall_recorder_s,
-        RTSP: settings.stall_rtsp_s,
-    }[spec]
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def port_in_use(address: str, port: int) -> bool:
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    with socket.socket(family) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((address, port))
-        except OSError as err:
-            return err.errno == errno.EADDRINUSE
-    return False
+EXIT_ALREADY_RUNNING = EXIT_FAILURE
 
 
 class StackFailed(Exception):
-    """The current run of the stack has to end; the message says why."""
+    """The current run of the stack has to end because a worker failed; the message says why."""
+
+    def __init__(self, reason: str, quiet_s: float) -> None:
+        super().__init__(f"{reason}: stopping the stack")
+        self.reason = reason  # e.g. "recorder stalled (no report for 20.1 s)"
+        self.quiet_s = quiet_s  # how long the failed worker had not been progressing
 
 
 class ConfigurationFailed(Exception):
     """A worker exited with status 2: its settings cannot work (e.g. a TLS key that does not
     match its certificate), and restarting would only loop."""
-
-
-@dataclass
-class Worker:
-    """A worker's place in the stack: its process (while it has one) and how it is doing."""
-
-    spec: WorkerSpec
-    watch: ProgressWatch
-    policy: RestartPolicy  # its own pauses, when it is restarted alone
-    child: Child | None = None
-    ready: bool = False
-    started_at: float = 0.0
-    restart_at: float | None = None
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
 
 
 class Controller:
@@ -119,6 +65,7 @@ class Controller:
         self.children = ChildSet()
         self.workers: dict[WorkerSpec, Worker] = {}
         self.lock = InstanceLock(settings.shm_recorder_socket + ".lock")
+        self.published = StatePublisher(state.state_file(self.lock.path), log)
         self._stop_requested = False
         self._owned_pids: set[int] = set()
 
@@ -142,32 +89,37 @@ class Controller:
             s.restart_scope,
         )
         try:
-            self._start_up_hygiene()
+            hygiene.start_up(s, self.lock, self._owned_pids, self.log)
         except AlreadyRunning as err:
             self.log.error("cannot start: %s", err)
             self.lock.release()  # ours only if we took it; another stack's lock stays
             return EXIT_ALREADY_RUNNING
+        self.published.start()
         try:
             self._keep_running()
         except ConfigurationFailed as err:
             self.log.error("%s: not restarting", err)  # _keep_running has stopped the stack
             return EXIT_CONFIG
         finally:
+            self.published.finish()  # before the lock goes: a new stack may publish at once
             self.lock.release()
         self.log.info("stopped")
         return EXIT_OK
 
     def _keep_running(self) -> None:
         while not self._stop_requested:
+            failure: StackFailed | None = None
             try:
                 self._run_stack()
             except StackFailed as err:
                 self.log.warning("%s", err)
+                failure = err
             finally:
                 self._stop_stack()
-            if self._stop_requested:
+            if self._stop_requested or failure is None:
                 return
-            delay = self.policy.failed()
+            delay = self.policy.failed(failure.quiet_s)
+            self.published.restarted("stack", failure.reason, delay)
             backing_off = " (backing off)" if self.policy.failures > 1 else ""
             self.log.warning(
                 "restarting the stack in %.1f s: %d failures in the last %.0f s%s",
@@ -182,14 +134,22 @@ class Controller:
 
     def _run_stack(self) -> None:
         self.policy.started()
+        self.published.stack(state.STARTING)
         self._start_and_wait_ready([FEEDER])
         self._start_and_wait_ready(consumer_specs(self.settings))
+        if self._stop_requested:
+            return
+        self.policy.ready()
+        self.published.stack(state.UP)
         self.log.info("stack is up: %s", ", ".join(worker.name for worker in self.workers.values()))
         while not self._stop_requested:
             self.children.pump(WATCH_INTERVAL_S)
             self._check_workers()
+            self.published.tick()
 
     def _start_and_wait_ready(self, specs: list[WorkerSpec]) -> None:
+        if self._stop_requested:
+            return
         for spec in specs:
             self._spawn(self._worker(spec))
         while not self._stop_requested and not all(self.workers[spec].ready for spec in specs):
@@ -198,7 +158,8 @@ class Controller:
                 worker = self.workers[spec]
                 problem = self._problem(worker)
                 if problem is not None:
-                    raise StackFailed(f"{worker.name} {problem}: stopping the stack")
+                    raise self._failed(worker, problem)
+            self.published.tick()
 
     def _check_workers(self) -> None:
         now = time.monotonic()
@@ -211,8 +172,12 @@ class Controller:
             if problem is None:
                 continue
             if worker.spec == FEEDER or self.settings.restart_scope == "stack":
-                raise StackFailed(f"{worker.name} {problem}: stopping the stack")
+                raise self._failed(worker, problem)
             self._restart_alone(worker, problem)
+
+    def _failed(self, worker: Worker, problem: str) -> StackFailed:
+        self.published.worker_failed(worker.name, problem)
+        return StackFailed(f"{worker.name} {problem}", worker.watch.quiet_s() if worker.ready else 0.0)
 
     def _problem(self, worker: Worker) -> str | None:
         """Why ``worker`` has failed, or None. Also takes in its status reports."""
@@ -220,7 +185,10 @@ class Controller:
         assert child is not None
         for event in child.take_events():
             worker.watch.observe(event)
-            worker.ready = worker.ready or event["event"] == "ready"
+            if event["event"] == "ready" and not worker.ready:
+                worker.ready = True
+                worker.policy.ready()
+            self.published.worker_reported(worker.name, event)
         if child.has_exited():
             if child.exit_status == EXIT_CONFIG:
                 raise ConfigurationFailed(f"{worker.name} rejected the configuration (exit status 2)")
@@ -250,16 +218,20 @@ class Controller:
         worker.started_at = time.monotonic()
         worker.watch.restart()
         worker.policy.started()
+        self.published.worker_started(worker.name, child.pid)
         self.log.info("started %s (pid %d)", worker.name, child.pid)
 
     def _restart_alone(self, worker: Worker, problem: str) -> None:
         assert worker.child is not None
         self.log.warning("%s %s: restarting it alone (RESTART_SCOPE=worker)", worker.name, problem)
+        self.published.worker_failed(worker.name, problem)
+        delay = worker.policy.failed(worker.watch.quiet_s() if worker.ready else 0.0)
         for child, ending in self.children.stop([[worker.child]], self.settings.stop_grace_s):
             self.log.info("%s stopped (%s)", child.name, ending)
         worker.child = None
-        delay = worker.policy.failed()
         worker.restart_at = time.monotonic() + delay
+        self.published.restarted(worker.name, f"{worker.name} {problem}", delay)
+        self.published.worker_stopped(worker.name, waiting=True)
         self.log.warning(
             "restarting %s in %.1f s: %d failures in the last %.0f s",
             worker.name,
@@ -269,39 +241,20 @@ class Controller:
         )
 
     def _stop_stack(self) -> None:
+        self.published.stack(state.STOPPING if self._stop_requested else state.RESTARTING)
         running = self.children.children
         consumers = [child for child in running if child.spec != FEEDER]
         feeders = [child for child in running if child.spec == FEEDER]
         for child, ending in self.children.stop([consumers, feeders], self.settings.stop_grace_s):
             self.log.info("%s stopped (%s)", child.name, ending)
+            self.published.worker_stopped(child.name)
+        for worker in self.workers.values():
+            if worker.child is None:  # waiting to be restarted alone
+                self.published.worker_stopped(worker.name)
         self.workers.clear()
-        self._clear_leftovers(refuse_if_served=False)
-
-    # --- hygiene
-
-    def _start_up_hygiene(self) -> None:
-        """Before the first start: refuse to run twice; clear what a crashed run left."""
-        previous = self.lock.acquire()
-        self._owned_pids.update(previous)
-        self._clear_leftovers(refuse_if_served=True)
-        if self.settings.enable_rtsp and port_in_use(self.settings.rtsp_bind, self.settings.rtsp_port):
-            raise AlreadyRunning(f"RTSP port {self.settings.rtsp_port} is in use by another process")
-
-    def _clear_leftovers(self, refuse_if_served: bool) -> None:
-        """Remove socket files and shm segments that killed workers of ours left behind."""
-        try:
-            shm.remove_stale_sockets(self.settings.shm_sockets, self.log)
-        except shm.UntrustedPath as err:
-            if refuse_if_served:
-                raise AlreadyRunning(str(err)) from None
-        except shm.SocketInUse as err:
-            if refuse_if_served:
-                raise AlreadyRunning(f"{err}; is another stack running?") from None
-        dead = {pid for pid in self._owned_pids if not pid_alive(pid)}
-        for segment in shm.remove_segments_of(dead):
-            self.log.info("removed leaked shared memory %s", segment)
-        self._owned_pids -= dead
-        self.lock.record(sorted(self._owned_pids))
+        hygiene.clear_leftovers(self.settings, self.lock, self._owned_pids, self.log, refuse_if_served=False)
+        if self._stop_requested:
+            self.published.stack(state.STOPPED)
 
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -312,6 +265,14 @@ class Controller:
 def main() -> int:
     os.umask(config.PRIVATE_UMASK)  # the lock file, and whatever the settings' checks create
     settings = config.load_or_exit(os.environ, program=NAME)
+    missing = hygiene.gstreamer_missing()
+    if missing:
+        print(
+            f"{NAME}: {sys.executable} cannot run the workers: GStreamer's Python bindings are not usable "
+            f"({missing}); start the stack with scripts/run, or with .venv/bin/python -m streamer.drone",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
     log = logs.setup(NAME, settings.log_level, secrets=settings.secrets)
     return Controller(settings, log).run()
 

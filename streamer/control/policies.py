@@ -9,13 +9,20 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+REPORT_INTERVAL_S = 1.0  # workers report progress about this often (see streamer.runtime.status)
+
 
 class RestartPolicy:
-    """Growing pauses between restarts of something that keeps failing.
+    """How long to pause before starting again something that failed.
 
-    Failures are counted in a sliding window: the n-th failure within ``window_s`` waits
-    ``min_delay_s * 2**(n-1)``, capped at ``max_delay_s``. A run that stayed up for
-    ``healthy_after_s`` counts as healthy and clears the count.
+    A lone failure of a run that had been ready and progressing for ``settle_s`` restarts after
+    ``min_delay_s`` and clears the count. Failures of runs that never became ready, or failed
+    within ``settle_s`` of becoming ready, are a crash loop: they are counted in a sliding
+    window of ``window_s``, and the n-th waits ``min_delay_s * 2**(n-1)``, capped at
+    ``max_delay_s``. A missing camera (the feeder never ready) therefore backs off to the cap.
+
+    Call ``started()`` when a run starts, ``ready()`` when it is doing its job, and ``failed()``
+    when it has failed.
     """
 
     def __init__(
@@ -23,15 +30,15 @@ class RestartPolicy:
         min_delay_s: float,
         max_delay_s: float,
         window_s: float = 600.0,
-        healthy_after_s: float = 60.0,
+        settle_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.min_delay_s = min_delay_s
         self.max_delay_s = max_delay_s
         self.window_s = window_s
-        self.healthy_after_s = healthy_after_s
+        self.settle_s = settle_s
         self._clock = clock
-        self._started_at = clock()
+        self._ready_at: float | None = None
         self._failures: collections.deque[float] = collections.deque()
 
     @property
@@ -40,16 +47,24 @@ class RestartPolicy:
         return len(self._failures)
 
     def started(self) -> None:
-        self._started_at = self._clock()
+        self._ready_at = None
 
-    def failed(self) -> float:
-        """Record a failure of the current run; return the pause before the next start."""
+    def ready(self) -> None:
+        self._ready_at = self._clock()
+
+    def failed(self, quiet_s: float = 0.0) -> float:
+        """Record a failure of the current run; return the pause before the next start.
+
+        ``quiet_s``: how long the run had already stopped progressing when its failure was
+        seen (a stall is only seen after its limit); that time does not count as settled.
+        """
         now = self._clock()
-        if now - self._started_at >= self.healthy_after_s:
-            self._failures.clear()
+        if self._ready_at is not None and now - quiet_s - self._ready_at >= self.settle_s:
+            self._failures.clear()  # a lone failure of a settled run
         while self._failures and now - self._failures[0] > self.window_s:
             self._failures.popleft()
         self._failures.append(now)
+        self._ready_at = None
         return min(self.max_delay_s, self.min_delay_s * 2 ** (len(self._failures) - 1))
 
 
@@ -89,6 +104,10 @@ class ProgressWatch:
         if self._idle:
             self._last_advance = now
         self.state = str(event.get("state", ""))
+
+    def quiet_s(self) -> float:
+        """How long the worker has not been progressing (0 while it is)."""
+        return max(0.0, self._clock() - self._last_advance - REPORT_INTERVAL_S)
 
     def stalled(self) -> str | None:
         """Why the worker counts as stalled, or None."""

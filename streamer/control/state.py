@@ -38,15 +38,16 @@ class WorkerState:
     ready_at: float | None = None
     last_report_at: float | None = None  # wall clock of its latest status report
     progress: dict[str, Any] = field(default_factory=dict)  # its latest progress report's fields
-    restarts: int = 0  # times this worker was started again after a failure
-    last_problem: str | None = None  # why it last failed
+    restarts: int = 0  # times it was started again after a failure (its own or the stack's)
+    last_problem: str | None = None  # why it last failed (set on the worker that failed)
 
 
 @dataclass
 class Restart:
     at: float  # wall clock
     scope: str  # "stack", or the name of the worker restarted alone
-    reason: str
+    reason: str  # as logged, e.g. "recorder stalled (no report for 20.1 s)"
+    delay_s: float = 0.0  # the pause before the new start
 
 
 @dataclass
@@ -63,8 +64,8 @@ class StackState:
             self.workers[name] = WorkerState(name)
         return self.workers[name]
 
-    def restarted(self, scope: str, reason: str) -> None:
-        self.restarts.append(Restart(time.time(), scope, reason))
+    def restarted(self, scope: str, reason: str, delay_s: float = 0.0) -> None:
+        self.restarts.append(Restart(time.time(), scope, reason, delay_s))
         del self.restarts[:-RESTARTS_KEPT]
 
     def as_dict(self) -> dict[str, Any]:
@@ -90,9 +91,14 @@ def state_file(lock_path: str) -> str:
 def write(path: str, state: StackState) -> None:
     """Publish ``state`` at ``path`` atomically."""
     temporary = f"{path}.{os.getpid()}.tmp"
-    with open(temporary, "w") as out:
-        json.dump(state.as_dict(), out, separators=(",", ":"))
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "w") as out:
+            json.dump(state.as_dict(), out, separators=(",", ":"))
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 def read(path: str) -> StackState | None:

@@ -236,8 +236,12 @@ def source_caps(factory: str, **properties: object) -> Gst.Caps:
 
 
 def describe_caps(caps: Gst.Caps) -> list[str]:
-    """Each structure of ``caps`` as a readable line without GStreamer's type annotations."""
-    return [_TYPE_ANNOTATION.sub("", caps.get_structure(i).to_string()) for i in range(caps.get_size())]
+    """Each structure of ``caps`` as a readable line without GStreamer's type annotations (nor
+    the ``;`` that ends each one)."""
+    return [
+        _TYPE_ANNOTATION.sub("", caps.get_structure(i).to_string()).rstrip(";")
+        for i in range(caps.get_size())
+    ]
 
 
 def unreadable(path: str, timeout_s: float = 5.0) -> str | None:

@@ -7,6 +7,8 @@ alter a pipeline's structure; paths are additionally quoted.
 from __future__ import annotations
 
 from streamer.config import Settings
+from streamer.media import camera
+from streamer.media.camera import raw_caps
 from streamer.storage import layout
 
 # The shared-memory area must hold every frame a reader may still reference: a queue plus an
@@ -31,8 +33,6 @@ STREAM_QUEUE_FRAMES = 1
 RTP_PAYLOAD_TYPE = 96
 
 # Element names the workers look up by name.
-CAMERA_ELEMENT = "camera"
-STAMP_ELEMENT = "stamp"  # the stamped synthetic camera: where capture times are written
 TEE_ELEMENT = "split"
 SHM_INPUT_ELEMENT = "shm_input"
 RECORDER_TEE_ELEMENT = "record"
@@ -44,36 +44,8 @@ PAYLOADER_ELEMENT = "pay0"  # the name gst-rtsp-server looks for
 IMAGE_SINK_ELEMENT = "snapshots"
 
 
-def raw_caps(s: Settings) -> str:
-    """The exact raw format the feeder writes into shared memory (which carries no caps)."""
-    return f"video/x-raw,format=I420,width={s.video_width},height={s.video_height},framerate={s.video_fps}/1"
-
-
-def jpeg_caps(s: Settings) -> str:
-    """The camera mode the feeder asks for: MJPEG at exactly the configured size and rate."""
-    return f"image/jpeg,width={s.video_width},height={s.video_height},framerate={s.video_fps}/1"
-
-
 def shm_area_bytes(s: Settings) -> int:
     return s.frame_bytes * SHM_AREA_FRAMES
-
-
-def camera_source(s: Settings) -> str:
-    """A live MJPEG source: the V4L2 device, or the synthetic camera standing in for one.
-
-    The synthetic camera paces itself at the frame rate (``is-live``), moves, and produces JPEG
-    frames, so everything after this point runs exactly as it would with a real camera. Stamped
-    (``CAMERA=test-stamped``), it carries each frame's capture time in its pixels.
-    """
-    if s.synthetic_camera:
-        # The stamped camera passes each raw frame through a named identity, where the feeder
-        # writes the capture time into its pixels (streamer.stamp) before it is JPEG-encoded.
-        stamp = f"! identity name={STAMP_ELEMENT} " if s.stamped_camera else ""
-        return (
-            f"videotestsrc name={CAMERA_ELEMENT} is-live=true pattern=smpte horizontal-speed=4 "
-            f"! {raw_caps(s)} {stamp}! jpegenc quality=85 ! {jpeg_caps(s)}"
-        )
-    return f'v4l2src name={CAMERA_ELEMENT} device="{s.camera}" ! {jpeg_caps(s)}'
 
 
 def _leaky_queue(name: str, frames: int) -> str:
@@ -100,8 +72,9 @@ def feeder(s: Settings) -> str:
     ``videorate drop-only=true`` enforces the frame rate without holding a frame back (plain
     videorate keeps one frame to decide on duplicates: +1 frame of latency).
     """
+    source = camera.camera_for(s).source()
     return (
-        f"{camera_source(s)} ! jpegdec ! videoconvert ! videorate drop-only=true ! {raw_caps(s)} "
+        f"{source} ! jpegdec ! videoconvert ! videorate drop-only=true ! {raw_caps(s)} "
         f"! tee name={TEE_ELEMENT} "
         f"{TEE_ELEMENT}. ! {_shm_branch(s, s.shm_recorder_socket, 'to_recorder')} "
         f"{TEE_ELEMENT}. ! {_shm_branch(s, s.shm_stream_socket, 'to_stream')}"

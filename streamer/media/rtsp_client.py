@@ -1,5 +1,5 @@
 """One RTSP viewer in this process: GStreamer's ``rtspsrc`` (what QGroundControl uses) decoding
-H.264, measuring what a user would see. Used by the latency probe, the tests and the benchmarks.
+H.264, measuring what a user would see. Used by the latency probe, the benchmarks and the tests.
 """
 
 from __future__ import annotations
@@ -16,112 +16,30 @@ from streamer.media.latency import LatencySummary
 PROTOCOLS = {"udp": "udp", "tcp": "tcp", "auto": None}
 
 
-def description(url: str, protocols: str | None, latency_ms: int, decode: bool) -> str:
-    """The client pipeline. A decoding client's decoder is named ``decoder``; a light one (many
-    viewers for a load test, where only the server's work matters) stops after depayloading."""
+def description(url: str, protocols: str | None, latency_ms: int | None, decode: bool) -> str:
+    """The client pipeline. A decoding client parses (``parse``) and decodes (``decoder``); a
+    light one (many viewers for a load test, where only the server's work matters) stops after
+    depayloading (``depay``). ``None`` leaves rtspsrc's own default for protocols and latency."""
     options = f"protocols={protocols} " if protocols else ""
-    head = f'rtspsrc name=src location="{url}" latency={latency_ms} {options}! rtph264depay name=depay '
+    options += f"latency={latency_ms} " if latency_ms is not None else ""
+    head = f'rtspsrc name=src location="{url}" {options}! rtph264depay name=depay '
     if not decode:
         return head + "! fakesink sync=false async=false"
     return (
-        head + "! h264parse ! avdec_h264 name=decoder output-corrupt=false ! fakesink sync=false async=false"
+        head + "! h264parse name=parse ! avdec_h264 name=decoder output-corrupt=false "
+        "! fakesink sync=false async=false"
     )
 
 
-class RtspClient:
-    """One RTSP viewer in this process, measuring what a user would see.
+class StampReader:
+    """Reads the capture-time stamp (``streamer.media.stamp``) of decoded frames on one pad."""
 
-    - ``first_frame_s``: from ``start()`` (connecting) to the first clean decoded frame (or, for
-      a light client, the first access unit received);
-    - ``frames``: frames decoded (access units received, light client);
-    - ``samples``: ``(seconds since start, capture→decoded ms)`` for every frame whose stamp was
-      read; ``stamps_failed``: decoded frames without a readable stamp.
-
-    Times are taken in the decoder's output pad probe, before the stamp is read, so reading it
-    costs the measurement nothing.
-    """
-
-    def __init__(
-        self,
-        url: str,
-        protocols: str | None = "udp",
-        latency_ms: int = 0,
-        *,
-        decode: bool = True,
-        read_stamps: bool = True,
-    ) -> None:
-        self.url = url
-        self.protocols = protocols
-        self.latency_ms = latency_ms
-        self.read_stamps = read_stamps and decode
-        self.pipeline = Gst.parse_launch(description(url, protocols, latency_ms, decode))
-        self.started_at = 0.0
-        self.first_frame_at: float | None = None
-        self.frames = 0
-        self.samples: list[tuple[float, float]] = []
-        self.stamps_failed = 0
-        self.errors: list[str] = []
+    def __init__(self) -> None:
         self._layout: stamp.FrameLayout | None = None
         self._layout_caps: Gst.Caps | None = None
-        self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
-        counted = self.pipeline.get_by_name("decoder" if decode else "depay")
-        counted.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, self._on_frame)
-        bus = self.pipeline.get_bus()
-        bus.enable_sync_message_emission()
-        bus.connect("sync-message::error", self._on_error)
 
-    def start(self) -> RtspClient:
-        self.started_at = time.monotonic()
-        self.pipeline.set_state(Gst.State.PLAYING)
-        return self
-
-    def stop(self) -> None:
-        self.pipeline.set_state(Gst.State.NULL)
-
-    @property
-    def first_frame_s(self) -> float | None:
-        return None if self.first_frame_at is None else self.first_frame_at - self.started_at
-
-    def latencies_ms(self, after_s: float = 0.0) -> list[float]:
-        """Latency of each stamped frame decoded at least ``after_s`` after connecting."""
-        with self._lock:
-            return [ms for at, ms in self.samples if at >= after_s]
-
-    def samples_from(self, index: int) -> list[tuple[float, float]]:
-        """The samples taken since the first ``index`` (for printing them as they come)."""
-        with self._lock:
-            return self.samples[index:]
-
-    def wait_frames(self, count: int, timeout_s: float) -> bool:
-        """Wait until ``count`` frames have been decoded; False on timeout or a pipeline error."""
-        deadline = time.monotonic() + timeout_s
-        with self._changed:
-            while self.frames < count and not self.errors:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._changed.wait(left)
-            return self.frames >= count
-
-    # --- streaming thread
-
-    def _on_frame(self, pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
-        decoded_wall, decoded_mono = time.time(), time.monotonic()
-        buffer = info.get_buffer()
-        age = self._read_stamp(pad, buffer, decoded_wall) if self.read_stamps else None
-        with self._changed:
-            self.frames += 1
-            if self.first_frame_at is None:
-                self.first_frame_at = decoded_mono
-            if age is not None:
-                self.samples.append((decoded_mono - self.started_at, age))
-            elif self.read_stamps:
-                self.stamps_failed += 1
-            self._changed.notify_all()
-        return Gst.PadProbeReturn.OK
-
-    def _read_stamp(self, pad: Gst.Pad, buffer: Gst.Buffer, now_s: float) -> float | None:
+    def age_ms(self, pad: Gst.Pad, buffer: Gst.Buffer, decoded_s: float) -> float | None:
+        """Capture→``decoded_s`` (wall clock) in ms; None when the frame has no readable stamp."""
         layout = self._frame_layout(pad, buffer)
         if layout is None:
             return None
@@ -134,7 +52,7 @@ class RtspClient:
             value = None
         finally:
             buffer.unmap(mapped)
-        return None if value is None else stamp.age_ms(value, now_s)
+        return None if value is None else stamp.age_ms(value, decoded_s)
 
     def _frame_layout(self, pad: Gst.Pad, buffer: Gst.Buffer) -> stamp.FrameLayout | None:
         meta = GstVideo.buffer_get_video_meta(buffer)
@@ -149,21 +67,173 @@ class RtspClient:
             self._layout_caps = caps
         return self._layout
 
-    def _on_error(self, _bus: Gst.Bus, message: Gst.Message) -> None:
+
+class RtspClient:
+    """One RTSP viewer in this process, measuring what a user would see.
+
+    - ``frame_times`` (monotonic) and ``frames``: frames decoded (access units received, for a
+      light client); ``first_frame_s``: from ``start()`` (connecting) to the first clean one;
+      ``fps(last)``; ``size``: the decoded frames' (width, height);
+    - ``deltas_before_keyframe``: access units received before the first IDR (decoding client);
+    - ``samples``: ``(seconds since start, capture→decoded ms)`` for every frame whose stamp was
+      read; ``stamps_failed``: decoded frames without a readable stamp;
+    - ``errors``: errors posted while playing. Errors posted once ``stop()`` has begun (rtspsrc
+      failing to send its TEARDOWN to a busy or gone server, say) are ``teardown_errors``: the
+      viewer had already seen what it came for.
+
+    ``user``/``password`` are rtspsrc's user-id/user-pw (properties: no quoting of the launch
+    line is involved). An rtsps:// URL accepts any certificate (a drone's is self-signed).
+    Times are taken in the decoder's output pad probe, before the stamp is read, so reading it
+    costs the measurement nothing.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        protocols: str | None = None,
+        latency_ms: int | None = 0,
+        user: str | None = None,
+        password: str | None = None,
+        *,
+        decode: bool = True,
+        read_stamps: bool = True,
+    ) -> None:
+        self.url = url
+        self.protocols = protocols
+        self.latency_ms = latency_ms
+        self.read_stamps = read_stamps and decode
+        self.pipeline = Gst.parse_launch(description(url, protocols, latency_ms, decode))
+        source = self.pipeline.get_by_name("src")
+        if user is not None:
+            source.set_property("user-id", user)
+        if password is not None:
+            source.set_property("user-pw", password)
+        if url.startswith("rtsps://"):
+            source.set_property("tls-validation-flags", 0)
+        self.started_at = 0.0
+        self.frame_times: list[float] = []
+        self.size: tuple[int, int] | None = None
+        self.deltas_before_keyframe: int | None = None
+        self.samples: list[tuple[float, float]] = []
+        self.stamps_failed = 0
+        self.errors: list[str] = []
+        self.teardown_errors: list[str] = []
+        self._stopping = False
+        self._deltas = 0
+        self._stamps = StampReader()
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        counted = self.pipeline.get_by_name("decoder" if decode else "depay")
+        counted.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, self._on_frame)
+        if decode:
+            parse = self.pipeline.get_by_name("parse").get_static_pad("src")
+            parse.add_probe(Gst.PadProbeType.BUFFER, self._on_access_unit)
+        bus = self.pipeline.get_bus()
+        bus.enable_sync_message_emission()
+        bus.connect("sync-message::error", self._on_error)
+
+    def start(self) -> RtspClient:
+        self.started_at = time.monotonic()
+        self.pipeline.set_state(Gst.State.PLAYING)
+        return self
+
+    def stop(self) -> None:
+        """Disconnect (TEARDOWN) and free the pipeline; errors from here on are teardown errors."""
         with self._changed:
-            self.errors.append(f"{message.src.get_name()}: {message.parse_error()[0].message}")
+            self._stopping = True
+            self._changed.notify_all()
+        self.pipeline.set_state(Gst.State.NULL)  # not under the lock: the probes take it
+
+    @property
+    def frames(self) -> int:
+        return len(self.frame_times)
+
+    @property
+    def first_frame_at(self) -> float | None:
+        """Monotonic time of the first frame."""
+        times = self.frame_times
+        return times[0] if times else None
+
+    @property
+    def first_frame_s(self) -> float | None:
+        first = self.first_frame_at
+        return None if first is None else first - self.started_at
+
+    def fps(self, last: int = 60) -> float:
+        """Frame rate over the last ``last`` frames."""
+        with self._lock:
+            times = self.frame_times[-last:]
+        return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 2 else 0.0
+
+    def latencies_ms(self, after_s: float = 0.0) -> list[float]:
+        """Latency of each stamped frame decoded at least ``after_s`` after connecting."""
+        with self._lock:
+            return [ms for at, ms in self.samples if at >= after_s]
+
+    def samples_from(self, index: int) -> list[tuple[float, float]]:
+        """The samples taken since the first ``index`` (for printing them as they come)."""
+        with self._lock:
+            return self.samples[index:]
+
+    def wait_frames(self, count: int, timeout: float) -> bool:
+        """Wait until ``count`` frames have come; False on timeout or an error while playing."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self.frames < count and not self.errors and not self._stopping:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(left)
+            return self.frames >= count
+
+    # --- streaming threads
+
+    def _on_access_unit(self, _pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
+        if self.deltas_before_keyframe is None:
+            if info.get_buffer().has_flags(Gst.BufferFlags.DELTA_UNIT):
+                self._deltas += 1
+            else:
+                self.deltas_before_keyframe = self._deltas
+        return Gst.PadProbeReturn.OK
+
+    def _on_frame(self, pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
+        decoded_wall, decoded_mono = time.time(), time.monotonic()
+        age = self._stamps.age_ms(pad, info.get_buffer(), decoded_wall) if self.read_stamps else None
+        size = None
+        if self.size is None and (caps := pad.get_current_caps()) is not None:
+            structure = caps.get_structure(0)
+            if structure.has_field("width"):
+                size = (structure.get_value("width"), structure.get_value("height"))
+        with self._changed:
+            self.frame_times.append(decoded_mono)
+            if size is not None:
+                self.size = size
+            if age is not None:
+                self.samples.append((decoded_mono - self.started_at, age))
+            elif self.read_stamps:
+                self.stamps_failed += 1
+            self._changed.notify_all()
+        return Gst.PadProbeReturn.OK
+
+    def _on_error(self, _bus: Gst.Bus, message: Gst.Message) -> None:
+        error = f"{message.src.get_name()}: {message.parse_error()[0].message}"
+        with self._changed:
+            (self.teardown_errors if self._stopping else self.errors).append(error)
             self._changed.notify_all()
 
     def report(self, warmup_s: float = 0.0) -> dict[str, object]:
-        """What this client saw, JSON-ready."""
+        """What this client saw, JSON-ready. ``errors`` are those while playing only."""
         with self._lock:
             frames, failed, errors = self.frames, self.stamps_failed, list(self.errors)
         return {
             "url": self.url,
             "protocols": self.protocols or "auto",
-            "jitter_buffer_ms": self.latency_ms,
+            "jitter_buffer_ms": self.latency_ms,  # None: rtspsrc's default (2000 ms)
             "first_frame_s": self.first_frame_s,
             "frames_decoded": frames,
+            "size": self.size,
+            "fps": round(self.fps(), 2),
+            "deltas_before_keyframe": self.deltas_before_keyframe,
             "stamps_failed": failed,
             "warmup_s": warmup_s,
             "latency_ms": LatencySummary.of(self.latencies_ms(warmup_s)).as_dict(),

@@ -16,13 +16,14 @@ import os
 from collections.abc import Callable, Sequence
 
 from streamer import config
-from streamer.config import Settings
+from streamer.config import EXIT_CONFIG, Settings
 from streamer.runtime import logs
 from streamer.runtime.status import StatusWriter
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
-EXIT_CONFIG = 2
+# A worker's exit statuses: EXIT_CONFIG (a bad setting) is the configuration's own.
+__all__ = ["EXIT_CONFIG", "EXIT_FAILURE", "EXIT_OK", "WorkerBody", "run_worker"]
 
 WorkerBody = Callable[[Settings, StatusWriter, logging.Logger], int]
 

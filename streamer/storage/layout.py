@@ -93,6 +93,15 @@ def disk_reserve_bytes(bytes_per_second: int) -> int:
     return 3 * bytes_per_second + (256 << 10)
 
 
+def on_root_filesystem(path: Path) -> bool:
+    """Whether ``path``, or while it does not exist its nearest existing ancestor, lies on the
+    root file system: where an SSD that failed to mount leaves its mount point."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    return existing.stat().st_dev == os.stat("/").st_dev
+
+
 def session_name(sequence: int, started: float) -> str:
     return f"{sequence:05d}_{time.strftime('%Y-%m-%dT%H-%M-%SZ', time.gmtime(started))}"
 

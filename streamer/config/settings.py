@@ -1,0 +1,276 @@
+"""The settings, each declared once: the fields of the frozen ``Settings`` dataclass.
+
+Every field is made by ``setting(VARIABLE, default, parser, help)``: the environment variable,
+its default as raw text (``$HOME`` stands for the user's home), the parser that validates it
+(``parsers``) and its help in markdown. ``load`` walks the fields in order; README's settings
+table is generated from them (``python -m streamer.config``). Settings made of several variables
+(the RTSP credentials) are properties.
+"""
+
+# The help texts are README's, typography included (RUF001); `setting` returns a dataclasses.field
+# (RUF009 only knows `field` itself).
+# ruff: noqa: RUF001, RUF009
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from streamer.config import parsers
+
+RTSP_AUTH_METHODS = ("digest", "basic")
+RESTART_SCOPES = ("stack", "worker")
+# Files and folders the stack creates are never writable by others, nor readable by the world
+# (recordings, lock files): set by every worker and by the controller before anything is made.
+PRIVATE_UMASK = 0o027
+_KEY = "setting"
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """One setting: the variable that holds it, its default, its parser and its help."""
+
+    variable: str
+    default: str  # raw text, as it would be in the environment; "$HOME" is the user's home
+    parse: Callable[[str], Any]  # raw text -> typed value, or ValueError saying what is allowed
+    help: str  # markdown, README's "Meaning" column
+
+
+def setting(
+    variable: str, default: str, parse: Callable[[str], Any], help: str, *, secret: bool = False
+) -> Any:
+    """A ``Settings`` field read from ``variable`` (``Declaration``). A secret's value is left out
+    of the repr."""
+    return field(repr=not secret, metadata={_KEY: Declaration(variable, default, parse, help)})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole configuration of the stack. Built by ``load``; never read from os.environ again."""
+
+    ssd_path: Path = setting(
+        "SSD_PATH",
+        "$HOME/capture",
+        parsers.ssd_path,
+        "Absolute directory for recordings; created if missing, must be writable.",
+    )
+    enable_rtsp: bool = setting(
+        "ENABLE_RTSP", "1", parsers.boolean, "Serve the live RTSP stream. Booleans: `1 0 true false yes no`."
+    )
+    enable_video: bool = setting("ENABLE_VIDEO", "1", parsers.boolean, "Record H.264 MP4 chunks.")
+    enable_images: bool = setting("ENABLE_IMAGES", "1", parsers.boolean, "Record one JPEG per second.")
+    camera: str = setting(
+        "CAMERA",
+        "/dev/video0",
+        parsers.camera,
+        "V4L2 device (`/dev/...`, e.g. `/dev/v4l/by-id/...`), `test` for the synthetic camera, or "
+        "`test-stamped` for the synthetic camera with each frame's capture time in its pixels (for the "
+        "latency probe, see `bench/`).",
+    )
+    camera_unplug_file: Path | None = setting(
+        "CAMERA_UNPLUG_FILE",
+        "",
+        parsers.optional_file,
+        "Synthetic camera only, for fault-injection tests: while this file exists the camera behaves as "
+        "unplugged (the feeder fails to open it, or loses it within half a second).",
+    )
+    video_fps: int = setting(
+        "VIDEO_FPS",
+        "30",
+        parsers.int_range(1, 120),
+        "Frame rate, 1–120. The camera must offer MJPEG at exactly this rate and size.",
+    )
+    video_width: int = setting(
+        "VIDEO_WIDTH", "1280", parsers.even_range(16, 7680), "Frame width, even, 16–7680."
+    )
+    video_height: int = setting(
+        "VIDEO_HEIGHT", "720", parsers.even_range(16, 4320), "Frame height, even, 16–4320."
+    )
+    video_bitrate: int = setting(
+        "VIDEO_BITRATE",
+        "2000000",
+        parsers.int_range(10_000, 100_000_000),
+        "RTSP stream bitrate in bit/s, 10000–100000000.",
+    )
+    record_bitrate: int = setting(
+        "RECORD_BITRATE",
+        "4000000",
+        parsers.int_range(10_000, 100_000_000),
+        "Recorded video bitrate in bit/s (its own encoder), 10000–100000000. 4 Mbit/s ≈ 1.8 GB per hour.",
+    )
+    record_min_free: tuple[int, float] = setting(
+        "RECORD_MIN_FREE",
+        "5%",
+        parsers.free_space,
+        "Free space to keep on SSD_PATH's file system: a percentage of the disk (`5%`) or a size (`2G`, "
+        "`500M`). The oldest recordings are deleted to keep it (see [Retention](#retention)). `0` turns "
+        "deleting for space off.",
+    )
+    record_max_age_s: float | None = setting(
+        "RECORD_MAX_AGE",
+        "",
+        parsers.optional_duration,
+        "Delete recordings older than this (`7d`, `12h`, `30m`, `90s`); empty keeps them until space is "
+        "needed.",
+    )
+    record_require_mount: bool = setting(
+        "RECORD_REQUIRE_MOUNT",
+        "0",
+        parsers.boolean,
+        "`1`: record only when SSD_PATH lies on a file system other than the root one (the SSD is "
+        "mounted); until then the recorder waits and the stream runs (see [What happens "
+        "when…](#what-happens-when)).",
+    )
+    shm_recorder_socket: str = setting(
+        "SHM_RECORDER_SOCKET",
+        "/tmp/drone_cam_rec.sock",
+        parsers.socket_path,
+        "Shared-memory socket the recorder reads.",
+    )
+    shm_group: int | None = setting(
+        "SHM_GROUP",
+        "",
+        parsers.group,
+        "A group (name or id) that may read the shared-memory sockets and segments too (mode 640); empty: "
+        "the stack's user only (mode 600).",
+    )
+    shm_stream_socket: str = setting(
+        "SHM_STREAM_SOCKET",
+        "/tmp/drone_cam_str.sock",
+        parsers.socket_path,
+        "Shared-memory socket the RTSP worker reads.",
+    )
+    rtsp_port: int = setting("RTSP_PORT", "8554", parsers.int_range(1, 65535), "RTSP server port.")
+    rtsp_path: str = setting("RTSP_PATH", "/live", parsers.rtsp_path, "RTSP mount path.")
+    rtsp_bind: str = setting(
+        "RTSP_BIND",
+        "0.0.0.0",
+        parsers.bind_address,
+        "Address the RTSP server listens on: an IPv4 or IPv6 address of this machine (`0.0.0.0` all IPv4, "
+        "`::` all, `127.0.0.1` local only, or the radio interface's address). See [Access "
+        "control](#access-control).",
+    )
+    rtsp_user: str = setting(
+        "RTSP_USER",
+        "",
+        parsers.rtsp_user,
+        "With `RTSP_PASSWORD`: the one user allowed to watch (letters, digits and `_ . @ + -`). Empty with "
+        "no password file: no authentication.",
+    )
+    rtsp_password: str = setting(
+        "RTSP_PASSWORD",
+        "",
+        parsers.password,
+        "That user's password. Never logged, never shown in an error message.",
+        secret=True,
+    )
+    rtsp_file_users: tuple[tuple[str, str], ...] = setting(
+        "RTSP_PASSWORD_FILE",
+        "",
+        parsers.password_file,
+        "Absolute path of a file of `user:password` lines, for several users (`#` comments and blank lines "
+        "ignored; not writable by group or others).",
+        secret=True,
+    )
+    rtsp_auth_method: str = setting(
+        "RTSP_AUTH_METHOD",
+        "digest",
+        parsers.choice(RTSP_AUTH_METHODS),
+        "`digest`, or `basic` (sends the password in the clear on plain RTSP: only with RTSPS, or for "
+        "clients without digest).",
+    )
+    rtsp_tls_cert: Path | None = setting(
+        "RTSP_TLS_CERT",
+        "",
+        parsers.tls_cert,
+        "PEM certificate (chain); with `RTSP_TLS_KEY` the server speaks RTSPS (`rtsps://`, TCP only). Must "
+        "exist and be readable.",
+    )
+    rtsp_tls_key: Path | None = setting(
+        "RTSP_TLS_KEY",
+        "",
+        parsers.tls_key,
+        "PEM private key of `RTSP_TLS_CERT`, unencrypted; checked at start to be that certificate's key.",
+    )
+    log_level: str = setting("LOG_LEVEL", "INFO", parsers.log_level, "`DEBUG`, `INFO`, `WARNING` or `ERROR`.")
+    restart_delay_min_s: float = setting(
+        "RESTART_DELAY_MIN_S",
+        "1",
+        parsers.seconds(0.05, 600),
+        "Pause before a restart after a lone failure, or the first of a crash loop, seconds.",
+    )
+    restart_delay_max_s: float = setting(
+        "RESTART_DELAY_MAX_S",
+        "30",
+        parsers.seconds(0.05, 3600),
+        "Cap of the pause, which doubles with each failure of a crash loop.",
+    )
+    restart_scope: str = setting(
+        "RESTART_SCOPE",
+        "stack",
+        parsers.choice(RESTART_SCOPES),
+        "`stack`: any failed worker restarts the whole stack. `worker`: a failed recorder or RTSP worker is"
+        " restarted alone while the camera and the other path run on (the feeder's failure always restarts "
+        "the stack).",
+    )
+    stop_grace_s: float = setting(
+        "STOP_GRACE_S",
+        "5",
+        parsers.seconds(0.1, 120),
+        "How long a worker gets after SIGTERM before SIGKILL, seconds.",
+    )
+    stall_feeder_s: float = setting(
+        "STALL_FEEDER_S",
+        "3",
+        parsers.seconds(0.5, 600),
+        "The feeder counts as stalled after this long without a frame from the camera, seconds.",
+    )
+    stall_recorder_s: float = setting(
+        "STALL_RECORDER_S",
+        "20",
+        parsers.seconds(0.5, 600),
+        "The recorder counts as stalled after this long without receiving a frame (a slow disk is allowed "
+        "for), seconds.",
+    )
+    stall_rtsp_s: float = setting(
+        "STALL_RTSP_S",
+        "5",
+        parsers.seconds(0.5, 600),
+        "The RTSP worker counts as stalled after this long with viewers but nothing sent, seconds.",
+    )
+
+    @property
+    def rtsp_credentials(self) -> tuple[tuple[str, str], ...]:
+        """(user, password) pairs allowed to watch: RTSP_USER's, then the password file's. Empty:
+        no authentication."""
+        own = ((self.rtsp_user, self.rtsp_password),) if self.rtsp_user else ()
+        return own + self.rtsp_file_users
+
+    @property
+    def frame_bytes(self) -> int:
+        """Size of one raw I420 frame (full-size luma plane plus two quarter-size chroma planes)."""
+        return self.video_width * self.video_height * 3 // 2
+
+    @property
+    def shm_sockets(self) -> tuple[str, str]:
+        return (self.shm_recorder_socket, self.shm_stream_socket)
+
+    @property
+    def rtsp_auth(self) -> bool:
+        return bool(self.rtsp_credentials)
+
+    @property
+    def rtsp_tls(self) -> bool:
+        return self.rtsp_tls_cert is not None
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Strings that must never be logged (``redact``)."""
+        return tuple(password for _user, password in self.rtsp_credentials)
+
+
+def declarations() -> tuple[tuple[str, Declaration], ...]:
+    """(field name, declaration) of every setting, in declaration order."""
+    return tuple((f.name, f.metadata[_KEY]) for f in fields(Settings))
