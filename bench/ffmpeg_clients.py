@@ -36,14 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from bench.plan import (
-    Plan,
-    add_stack_options,
-    finish,
-    new_results,
-    stream_settings,
-    write_results,
-)
+from bench.plan import Plan, add_stack_options, finish, new_results, stream_settings, write_results
 from bench.stack import FAILURES, stack_alone
 from streamer.rtsp import keyframes
 from streamer.testing import ROOT
@@ -179,11 +172,7 @@ def markdown(results: dict[str, Any]) -> str:
     s = results["settings"]
 
     lines = [
-        f"# OpenCV and PyAV: open → first decoded frame, {s['width']}x{s['height']}@{s['fps']}, "
-        f"{s['bitrate'] / 1e6:g} Mbit/s",
-        "",
-        f"Machine: {results['machine_line']}",
-        "",
+        *report.heading("OpenCV and PyAV, open → first decoded frame", results),
         f"Run: {results['started_utc']}, {results['duration_s']:.0f} s, {s['repeats']} repeat(s) of each, "
         f"each in a fresh process. Clients: {', '.join(results['versions']) or '-'}.",
         "",

@@ -25,14 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from bench.plan import (
-    Plan,
-    add_stack_options,
-    finish,
-    new_results,
-    stream_settings,
-    write_results,
-)
+from bench.plan import Plan, add_stack_options, finish, new_results, stream_settings, write_results
 from bench.stack import FAILURES, recovery_after_kill, stack_alone
 from streamer import testing
 from streamer.media.latency import percentile
@@ -40,6 +33,7 @@ from streamer.media.latency import percentile
 log = logging.getLogger("bench")
 
 WORKERS = ("feeder", "recorder", "rtsp")
+SUMMARY_SECONDS = ("median_s", "p95_s", "max_s")
 TARGET_S = 2.0  # the issue's: a lone failure is recovered within 2 s, every time
 
 
@@ -107,18 +101,14 @@ def markdown(results: dict[str, Any]) -> str:
     ]
 
     lines = [
-        f"# Recovery from lone failures: {s['width']}x{s['height']}@{s['fps']}, "
-        f"{s['bitrate'] / 1e6:g} Mbit/s, CAMERA={s['camera']}, recorder on",
-        "",
-        f"Machine: {results['machine_line']}",
-        "",
+        *report.heading("Recovery from lone failures (recorder on)", results),
         f"Run: {results['started_utc']}, {results['duration_s']:.0f} s. {s['kills']} times: wait until the "
         f"stack has been up for {s['settle_s']:g} s, SIGKILL a random worker (seed {s['seed']}), measure "
         "SIGKILL → first clean decoded frame at a new viewer. Restart pause: the stack's defaults.",
         "",
         "| kills | median s | p95 s | max s | ≤ 2 s |",
         "|---:|---:|---:|---:|---:|",
-        f"| {total['kills']} | {report.seconds(total['median_s'])} | {report.seconds(total['p95_s'])} | {report.seconds(total['max_s'])} "
+        f"| {total['kills']} | {' | '.join(report.seconds(total[key]) for key in SUMMARY_SECONDS)} "
         f"| {total['within_target']} of {total['kills']} |",
         "",
         "| # | worker killed | SIGKILL → stream back, s | restart pause, s |",

@@ -209,15 +209,23 @@ def seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def markdown(results: dict[str, Any]) -> str:
-    """The results as a Markdown document: machine, settings, then one table of every figure."""
+def heading(title: str, results: dict[str, Any]) -> list[str]:
+    """The first lines of a benchmark's Markdown: the title with the stream's settings, the machine."""
     s = results["settings"]
-    lines = [
-        f"# Benchmark: {s['width']}x{s['height']}@{s['fps']}, {s['bitrate'] / 1e6:g} Mbit/s, "
+    return [
+        f"# {title}: {s['width']}x{s['height']}@{s['fps']}, {s['bitrate'] / 1e6:g} Mbit/s, "
         f"CAMERA={s['camera']}",
         "",
         f"Machine: {results['machine_line']}",
         "",
+    ]
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The results as a Markdown document: machine, settings, then one table of every figure."""
+    s = results["settings"]
+    lines = [
+        *heading("Benchmark", results),
         f"Run: {results['started_utc']}, {results['duration_s']:.0f} s{' (--short)' if s['short'] else ''}; "
         f"latency phases {s['seconds']:g} s each after {s['warmup_s']:g} s of warm-up; "
         f"{s['late_join_viewers']} late joiners over {s['late_join_window_s']:g} s; "
