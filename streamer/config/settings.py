@@ -121,7 +121,7 @@ class Settings:
         parsers.boolean,
         "`1`: record only when SSD_PATH lies on a file system other than the root one (the SSD is "
         "mounted); until then the recorder waits and the stream runs (see [What happens "
-        "when…](#what-happens-when)).",
+        "when…](docs/faults.md)).",
     )
     shm_recorder_socket: str = setting(
         "SHM_RECORDER_SOCKET",
@@ -150,7 +150,7 @@ class Settings:
         parsers.bind_address,
         "Address the RTSP server listens on: an IPv4 or IPv6 address of this machine (`0.0.0.0` all IPv4, "
         "`::` all, `127.0.0.1` local only, or the radio interface's address). See [Access "
-        "control](#access-control).",
+        "control](docs/access-control.md).",
     )
     rtsp_user: str = setting(
         "RTSP_USER",
