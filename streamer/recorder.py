@@ -21,9 +21,11 @@ otherwise have its recordings fill the OS disk. It reports itself ready and idle
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from streamer.config import Settings
@@ -174,12 +176,21 @@ def record(recording: Recording, log: logging.Logger) -> tuple[str, int]:
     # Frames that made it past the leaky queue: they stop growing when the disk blocks the writer.
     gst.add_buffer_probe(runner.element(branch), "src", recording.on_frame)
     if settings.enable_video:
-        half_frame_ns = 500_000_000 // settings.video_fps
-        gst.drop_bunched_frames(runner.element(pipelines.VIDEO_QUEUE_ELEMENT), "src", half_frame_ns)
+        pace_video(runner.element, settings.video_fps)
     timer = GLib.timeout_add(int(PROGRESS_INTERVAL_S * 1000), every_second)
     exit_code = runner.run()
     GLib.source_remove(timer)
     return (DISK_FULL if disk_full else "ended"), (EXIT_OK if disk_full else exit_code)
+
+
+def pace_video(element: Callable[[str], Gst.Element], fps: int) -> None:
+    """The probes in front of the video encoder (``element`` looks one up by name): frames that
+    arrive bunched are dropped, and keyframes are forced by time, so that frames dropped before
+    the encoder do not stretch a GOP and end a chunk one GOP early."""
+    gst.drop_bunched_frames(element(pipelines.VIDEO_QUEUE_ELEMENT), "src", 500_000_000 // fps)
+    gst.force_keyframes(
+        element(pipelines.VIDEO_ENCODER_ELEMENT), functools.partial(pipelines.record_gop_index, fps=fps)
+    )
 
 
 def wait_for_space(recording: Recording, log: logging.Logger) -> bool:

@@ -74,6 +74,7 @@ def named_elements(s: config.Settings) -> list[tuple[str, dict[str, str]]]:
                 **reader,
                 pipelines.RECORDER_TEE_ELEMENT: "tee",
                 pipelines.VIDEO_QUEUE_ELEMENT: "queue",
+                pipelines.VIDEO_ENCODER_ELEMENT: "x264enc",
                 pipelines.VIDEO_SINK_ELEMENT: "splitmuxsink",
                 pipelines.IMAGE_QUEUE_ELEMENT: "queue",
                 pipelines.IMAGE_SINK_ELEMENT: "multifilesink",
@@ -113,15 +114,67 @@ def test_recorder_encodes_chunks_and_snapshots(settings):
     assert description.startswith('shmsrc name=shm_input socket-path="/tmp/drone_cam_rec.sock" ')
     video, images = description.split(" record. ! ")[1:]
     assert video.startswith("queue name=video_queue leaky=downstream max-size-buffers=6 ")
-    assert "x264enc name=video_encoder speed-preset=superfast bitrate=4000 key-int-max=23 " in video
+    # keyframes are forced every 23 frames' time by the recorder; x264's own interval is a backstop
+    assert "x264enc name=video_encoder speed-preset=superfast bitrate=4000 key-int-max=46 " in video
     assert "option-string=scenecut=0" in video  # no extra keyframes: chunk lengths stay exact
-    assert 'location="/ssd/00001_x/video_%05d.mp4" start-index=0 max-size-time=5540000000 ' in video
+    assert 'location="/ssd/00001_x/video_%05d.mp4" start-index=0 max-size-time=5980000000 ' in video
     assert 'muxer="mp4mux fragment-duration=500 fragment-mode=first-moov-then-finalise"' in video
     assert 'sink="filesink buffer-mode=unbuffered"' in video
     assert "videorate drop-only=true max-rate=1 ! jpegenc" in images
     assert 'location="/ssd/00001_x/image_%06d.jpg" index=0 post-messages=true' in images
     resumed = pipelines.recorder(settings, "/ssd/00001_x", first_chunk=7, first_image=40)
     assert "start-index=7 " in resumed and "index=40 " in resumed
+
+
+def test_recorder_gops_last_a_fixed_time():
+    assert pipelines.record_gop_ns(30) == 500_000_000  # 15 frames
+    assert pipelines.record_gop_ns(25) == 920_000_000  # 23 frames
+    assert pipelines.record_gop_ns(15) == 933_333_333  # 14 frames
+
+
+FPS_RANGE = range(1, 121)
+
+
+def frame_ns(i: int, fps: int) -> int:
+    return i * 1_000_000_000 // fps
+
+
+def test_each_gop_starts_at_the_frame_due_at_its_time():
+    """At 30 fps: frames 0-14 are GOP 0, 15-29 GOP 1, whether a frame comes a little early or
+    late (stamped on arrival); frames dropped in front of the encoder do not shift the GOPs."""
+    index = pipelines.record_gop_index
+    assert [index(frame_ns(i, 30), 30) for i in (0, 14, 15, 29, 30, 164, 165)] == [0, 0, 1, 1, 2, 10, 11]
+    assert index(frame_ns(15, 30) - 10_000_000, 30) == 1  # due at 0.5 s, 10 ms early
+    assert index(frame_ns(14, 30) + 10_000_000, 30) == 0  # 10 ms late
+    assert index(frame_ns(16, 30), 30) == 1  # frame 15 dropped: the next one starts GOP 1
+    assert index(3_210_000_000, 30) == 6  # after a 3 s gap: the grid holds, GOPs 1-5 are skipped
+    assert [index(frame_ns(i, 25), 25) for i in (22, 23, 137, 138)] == [0, 1, 5, 6]  # 23-frame GOPs
+
+
+def test_at_every_rate_the_frames_of_a_gop_are_the_ones_record_keyframes_counts():
+    for fps in FPS_RANGE:
+        gop, gops = pipelines.record_keyframes(fps)
+        frames = range(gop * gops + 1)
+        indices = [pipelines.record_gop_index(frame_ns(i, fps), fps) for i in frames]
+        assert indices == [i // gop for i in frames], fps
+
+
+def test_split_time_lies_half_a_gop_past_the_chunks_last_keyframe():
+    """splitmuxsink closes a chunk before the GOP that would take it past max-size-time: half a
+    GOP of slack either way lets keyframes land a few frames off their times."""
+    assert pipelines.record_max_chunk_ns(30) == 5_750_000_000
+    assert pipelines.record_max_chunk_ns(25) == 5_980_000_000
+    for fps in FPS_RANGE:
+        _, gops = pipelines.record_keyframes(fps)
+        gop_ns = pipelines.record_gop_ns(fps)
+        assert pipelines.record_max_chunk_ns(fps) == gops * gop_ns + gop_ns // 2, fps
+
+
+def test_x264_adds_no_keyframes_of_its_own_between_the_forced_ones():
+    assert pipelines.record_encoder_key_int_max(30) == 30
+    for fps in FPS_RANGE:
+        gop, _ = pipelines.record_keyframes(fps)
+        assert pipelines.record_encoder_key_int_max(fps) == 2 * gop, fps
 
 
 @pytest.mark.parametrize(("video", "images", "branches"), [("1", "0", 1), ("0", "1", 1)])

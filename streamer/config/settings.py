@@ -105,8 +105,8 @@ class Settings:
         "5%",
         parsers.free_space,
         "Free space to keep on SSD_PATH's file system: a percentage of the disk (`5%`) or a size (`2G`, "
-        "`500M`). The oldest recordings are deleted to keep it (see [Retention](#retention)). `0` turns "
-        "deleting for space off.",
+        "`500M`). The oldest recordings are deleted to keep it (see "
+        "[Retention](docs/recordings.md#retention)). `0` turns deleting for space off.",
     )
     record_max_age_s: float | None = setting(
         "RECORD_MAX_AGE",

@@ -214,6 +214,44 @@ def drop_bunched_frames(element: Gst.Element, pad_name: str, min_interval_ns: in
     element.get_static_pad(pad_name).add_probe(Gst.PadProbeType.BUFFER, probe)
 
 
+def force_keyframes(encoder: Gst.Element, gop_index: Callable[[int], int]) -> None:
+    """Make the first frame of each GOP a keyframe, GOPs numbered by time: ``gop_index`` maps a
+    frame's PTS less the first frame's PTS (ns) to the number of its GOP. When it grows, a
+    downstream force-key-unit event (with SPS/PPS) goes into ``encoder`` ahead of that frame,
+    and the encoder makes it an IDR frame. (A keyframe interval in frames drifts from the
+    intended times whenever frames are dropped in front of the encoder.)
+
+    The probe sits on the encoder's sink pad, so it sees only frames that are encoded. Each
+    event names its frame's running time: the encoder merges requests without one ("as soon
+    as possible") into the keyframe it is still working on, which loses a keyframe when two
+    come a few frames apart (after a gap in the frames).
+    """
+    first = [-1]
+    current = [0]
+
+    def probe(pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
+        pts = info.get_buffer().pts
+        if pts == Gst.CLOCK_TIME_NONE:
+            return Gst.PadProbeReturn.OK
+        if first[0] < 0:
+            first[0] = pts  # the encoder makes the very first frame a keyframe by itself
+            return Gst.PadProbeReturn.OK
+        index = gop_index(pts - first[0])
+        if index > current[0]:
+            current[0] = index
+            segment = pad.get_sticky_event(Gst.EventType.SEGMENT, 0).parse_segment()
+            stream_time = segment.to_stream_time(Gst.Format.TIME, pts)
+            running_time = segment.to_running_time(Gst.Format.TIME, pts)
+            pad.send_event(
+                GstVideo.video_event_new_downstream_force_key_unit(
+                    pts, stream_time, running_time, True, index
+                )
+            )
+        return Gst.PadProbeReturn.OK
+
+    encoder.get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER, probe)
+
+
 class DeviceError(RuntimeError):
     pass
 

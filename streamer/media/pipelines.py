@@ -38,6 +38,7 @@ SHM_INPUT_ELEMENT = "shm_input"
 RECORDER_TEE_ELEMENT = "record"
 VIDEO_QUEUE_ELEMENT = "video_queue"
 IMAGE_QUEUE_ELEMENT = "image_queue"
+VIDEO_ENCODER_ELEMENT = "video_encoder"
 VIDEO_SINK_ELEMENT = "video_chunks"
 STREAM_ENCODER_ELEMENT = "stream_encoder"
 PAYLOADER_ELEMENT = "pay0"  # the name gst-rtsp-server looks for
@@ -104,19 +105,50 @@ def record_keyframes(fps: int) -> tuple[int, int]:
     return gop, max(1, round(target / gop))
 
 
+def record_gop_ns(fps: int) -> int:
+    """How long one GOP of the recording lasts: its frames at the nominal rate (0.5 s at 30
+    fps, 0.92 s at 25 fps). Keyframes are placed by this time, not by a count of frames, so
+    frames the recorder drops do not stretch a GOP (see ``record_gop_index``)."""
+    gop, _ = record_keyframes(fps)
+    return round(gop * 1_000_000_000 / fps)
+
+
+def record_gop_index(offset_ns: int, fps: int) -> int:
+    """The GOP a frame ``offset_ns`` after the recording's first frame belongs to: GOP k starts
+    with the first frame at or after k GOP durations less half a frame. (Frames stamped on
+    arrival land a little before or after the nominal instant: the half frame keeps the frame
+    due at a boundary from losing its keyframe to the next one when it comes early.)"""
+    half_frame_ns = 500_000_000 // fps
+    return max(0, offset_ns + half_frame_ns) // record_gop_ns(fps)
+
+
 def record_max_chunk_ns(fps: int) -> int:
-    """splitmuxsink's max-size-time: half a frame past the last GOP that belongs in a chunk."""
-    gop, gops = record_keyframes(fps)
-    return round((gop * gops + 0.5) * 1_000_000_000 / fps)
+    """splitmuxsink's max-size-time: half a GOP past the chunk's last GOP. A keyframe lands on
+    the frame nearest its instant, so a chunk's whole GOPs may end a frame or a few late or
+    early: the half GOP keeps the split at the right keyframe all the same."""
+    _, gops = record_keyframes(fps)
+    return gops * record_gop_ns(fps) + record_gop_ns(fps) // 2
+
+
+def record_encoder_key_int_max(fps: int) -> int:
+    """x264's own keyframe interval, in frames: twice a GOP. The forced keyframes come a GOP's
+    time apart, which holds a GOP of frames or fewer (when frames are dropped), so x264 adds
+    none of its own; should forcing fail, GOPs still stay bounded."""
+    gop, _ = record_keyframes(fps)
+    return 2 * gop
 
 
 def recorder(s: Settings, session_dir: str, first_chunk: int = 0, first_image: int = 0) -> str:
     """Recorder socket → H.264 MP4 chunks and/or one JPEG per second, into ``session_dir``.
 
-    Video: x264 with a fixed keyframe interval (no scene-cut keyframes) chosen by
-    ``record_keyframes`` so that whole GOPs make up a 5.5 s chunk; splitmuxsink measures each
-    chunk from its own first frame. (Its ``send-keyframe-requests`` aims at running time from
-    0, which cuts the first chunk of a live source short.)
+    Video: x264 with keyframes at fixed times (GOPs of ``record_gop_ns``, chosen by
+    ``record_keyframes`` so that whole GOPs make up a 5.5 s chunk), forced by the recorder
+    from the frames' timestamps (``gst.force_keyframes``), not counted in frames: frames the
+    leaky queue drops would otherwise stretch the GOPs and end a chunk one GOP early. x264's
+    own interval (``record_encoder_key_int_max``) is only a backstop, and it adds no scene-cut
+    keyframes. splitmuxsink measures each chunk from its own first frame. (Its
+    ``send-keyframe-requests`` aims at running time from 0, which cuts the first chunk of a
+    live source short.)
 
     The muxer writes fragmented MP4, index first, and finalises it into a plain MP4 on EOS: a
     chunk cut short by SIGKILL still plays up to its last 0.5 s fragment. The file sink is
@@ -130,12 +162,12 @@ def recorder(s: Settings, session_dir: str, first_chunk: int = 0, first_image: i
     starts at ``first_chunk`` / ``first_image`` (a recording resumed after a full disk).
     """
     branches = []
-    gop, _ = record_keyframes(s.video_fps)
     if s.enable_video:
         branches.append(
             f"{_leaky_queue(VIDEO_QUEUE_ELEMENT, RECORD_RAW_QUEUE_FRAMES)} "
-            f"! x264enc name=video_encoder speed-preset=superfast bitrate={s.record_bitrate // 1000} "
-            f"key-int-max={gop} option-string=scenecut=0 "
+            f"! x264enc name={VIDEO_ENCODER_ELEMENT} speed-preset=superfast "
+            f"bitrate={s.record_bitrate // 1000} key-int-max={record_encoder_key_int_max(s.video_fps)} "
+            "option-string=scenecut=0 "
             "! h264parse "
             f"! queue name=video_write_queue max-size-time={RECORD_WRITE_BUFFER_NS} max-size-bytes=0 "
             "max-size-buffers=0 "
