@@ -40,9 +40,15 @@ def video_info(path: Path) -> tuple[str, int, int, float]:
 
 
 def decodes_cleanly(path: Path) -> str:
-    """Decode every frame; returns FFmpeg's complaints ('' when there are none)."""
+    """Decode every frame; returns FFmpeg's complaints ('' when there are none).
+
+    Timestamps pass through as recorded: frames are stamped as they arrive, and two that came
+    less than a frame apart (after a restart on a busy machine) would otherwise collide on
+    ffmpeg's own 1/fps output grid and be reported as "non monotonically increasing dts", a
+    complaint about ffmpeg's re-timing, not about the file.
+    """
     result = subprocess.run(
-        ["ffmpeg", "-v", "error", "-i", str(path), "-f", "null", "-"],
+        ["ffmpeg", "-v", "error", "-i", str(path), "-fps_mode", "passthrough", "-f", "null", "-"],
         capture_output=True,
         text=True,
         timeout=60,
