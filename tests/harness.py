@@ -1,4 +1,5 @@
-"""Test harness: a small stack's settings, real GStreamer readers, a small disk, leftovers.
+"""Test harness: a small stack's settings, starting and stopping it with RTSP only, a viewer
+that must see frames, real GStreamer readers, a self-signed TLS pair, a small disk, leftovers.
 
 The process harness, conditions with deadlines and the readers of the controller's state are
 shared with the benchmark: ``streamer.testing`` (re-exported here).
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import tempfile
 import time
@@ -23,6 +25,7 @@ from gi.repository import Gst  # noqa: E402
 from streamer import config  # noqa: E402
 from streamer.config import Settings  # noqa: E402
 from streamer.media import pipelines, shm  # noqa: E402
+from streamer.media.rtsp_client import RtspClient  # noqa: E402
 from streamer.testing import ROOT, Proc, free_port, wait_until  # noqa: E402
 
 __all__ = ["ROOT", "Proc", "free_port", "wait_until"]  # re-exported for the tests
@@ -30,6 +33,8 @@ __all__ = ["ROOT", "Proc", "free_port", "wait_until"]  # re-exported for the tes
 Gst.init(None)
 
 TEST_WIDTH, TEST_HEIGHT, TEST_FPS = 320, 240, 30
+USER = "pilot"  # the RTSP user of the access tests
+OPENSSL_SELF_SIGNED = ("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost")
 
 
 def stack_env(workdir: Path, **overrides: str) -> dict[str, str]:
@@ -51,6 +56,50 @@ def stack_env(workdir: Path, **overrides: str) -> dict[str, str]:
     )
     env.update(overrides)
     return env
+
+
+def url(
+    env: dict[str, str],
+    scheme: str = "rtsp",
+    credentials: str = "",
+    host: str = "127.0.0.1",
+    path: str = "/live",
+) -> str:
+    """The test stack's stream URL (RTSP_PATH is left at its default, /live)."""
+    return f"{scheme}://{credentials}{host}:{env['RTSP_PORT']}{path}"
+
+
+def start_stack(start, env: dict[str, str], **settings: str):
+    env.update(ENABLE_VIDEO="0", ENABLE_IMAGES="0", LOG_LEVEL="DEBUG")
+    env.update(settings)
+    drone = start("streamer.drone", env)
+    drone.wait_for("stack is up")
+    return drone
+
+
+def stop_stack(drone) -> None:
+    drone.signal(signal.SIGTERM)
+    assert drone.wait() == 0, drone.output
+
+
+def watch(viewer: RtspClient, frames: int = 30, timeout: float = 20) -> RtspClient:
+    try:
+        assert viewer.wait_frames(frames, timeout), viewer.report()
+    finally:
+        viewer.stop()
+    return viewer
+
+
+def openssl_pair(directory: Path, name: str, *options: str) -> tuple[Path, Path]:
+    """A self-signed certificate and its key, made by openssl (``options`` e.g. to encrypt it)."""
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    subprocess.run(
+        [*OPENSSL_SELF_SIGNED, "-days", "1", "-keyout", str(key), "-out", str(cert), *options],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key
 
 
 def short_tempdir() -> Path:

@@ -1,4 +1,4 @@
-"""Checking media files with FFmpeg's tools (a real, independent reader)."""
+"""Checking media files and streams with FFmpeg's tools (a real, independent reader)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 from streamer.storage import layout
 
 CHUNK_S = 5.5
+FFPROBE = ("ffprobe", "-v", "error", "-timeout", "10000000")
 
 
 def probe(path: Path) -> dict:
@@ -30,6 +31,16 @@ def probe(path: Path) -> dict:
     if not info.get("streams"):
         raise AssertionError(f"ffprobe finds no stream in {path}")
     return info
+
+
+def ffprobe(target: str, *options: str) -> subprocess.CompletedProcess[str]:
+    """ffprobe's run on a stream (``target`` a URL): the codec of each stream on stdout."""
+    return subprocess.run(
+        [*FFPROBE, *options, "-show_entries", "stream=codec_name", "-of", "csv=p=0", target],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def video_info(path: Path) -> tuple[str, int, int, float]:

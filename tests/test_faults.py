@@ -18,14 +18,10 @@ from streamer.media import pipelines
 from streamer.media.rtsp_client import RtspClient
 from streamer.storage import layout
 from streamer.testing import Proc, stack_state, wait_until
-from tests.harness import TEST_FPS, tmpfs
+from tests.harness import TEST_FPS, tmpfs, url, watch
 from tests.media import CHUNK_S, LinkWatch, decodes_cleanly, video_info, wait_for_chunks
 
 FAST_RESTARTS = {"RESTART_DELAY_MIN_S": "0.1", "RESTART_DELAY_MAX_S": "0.5"}
-
-
-def url(env: dict[str, str]) -> str:
-    return f"rtsp://127.0.0.1:{env['RTSP_PORT']}/live"
 
 
 def sessions(ssd: Path) -> list[Path]:
@@ -46,11 +42,7 @@ def recording_goes_on(ssd: Path, timeout: float = 20) -> None:
 
 
 def stream_is_back(env: dict[str, str], frames: int = 5, timeout: float = 20) -> None:
-    viewer = RtspClient(url(env), "tcp").start()
-    try:
-        assert viewer.wait_frames(frames, timeout), viewer.report()
-    finally:
-        viewer.stop()
+    watch(RtspClient(url(env), "tcp").start(), frames, timeout)
 
 
 def all_chunks(ssd: Path) -> list[Path]:

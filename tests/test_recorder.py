@@ -1,40 +1,30 @@
-"""The recorder in the real stack (synthetic camera), checked with FFmpeg's tools."""
+"""The recorder in the real stack (synthetic camera), checked with FFmpeg's tools: chunks,
+snapshots and the latest_* links of a 20 s run, what a killed recorder or a lost feeder leaves,
+and which recordings the settings turn on.
+
+Chunk lengths at other frame rates and under dropped frames are in test_chunk_keyframes.py;
+RECORD_REQUIRE_MOUNT is in test_require_mount.py."""
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
 import shutil
 import signal
-import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from streamer import config, recorder
-from streamer.media import camera, pipelines, shm
+from streamer.media import shm
 from streamer.storage import layout
-from streamer.testing import wait_state
-from tests.harness import (
-    TEST_FPS,
-    TEST_HEIGHT,
-    TEST_WIDTH,
-    Proc,
-    shm_segments,
-    short_tempdir,
-    stack_env,
-    tmpfs,
-    wait_until,
-)
-from tests.media import LinkWatch, decodes_cleanly, jpeg_size, video_info, wait_for_chunks
+from tests.harness import TEST_HEIGHT, TEST_WIDTH, Proc, shm_segments, short_tempdir, stack_env
+from tests.media import CHUNK_S, LinkWatch, decodes_cleanly, jpeg_size, video_info, wait_for_chunks
 
 RUN_SECONDS = 20
-CHUNK_S = 5.5
 LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 
 
@@ -224,80 +214,6 @@ def test_recorder_is_not_started_with_video_and_images_off(env, start):
     assert "recorder" not in drone.output
 
 
-def test_other_frame_rates_keep_chunks_close_to_5_5_s():
-    for fps in (10, 15, 24, 25, 30, 50, 60, 120):
-        gop, gops = pipelines.record_keyframes(fps)
-        assert gop <= fps and 2 * gop >= fps, (fps, gop)  # keyframes every 0.5 to 1 s
-        assert abs(gop * gops / fps - CHUNK_S) <= 0.1, (fps, gop, gops)
-    assert pipelines.record_keyframes(TEST_FPS) == (15, 11)
-
-
-def encode_with_drops(directory: Path, fps: int, seconds: int, dropped: Callable[[int], bool]) -> list[Path]:
-    """Frames of a synthetic camera, with those for which ``dropped(n)`` holds taken out in
-    front of the recorder's own video branch, as its leaky queue drops them under load.
-
-    The source is not live, so it runs much faster than real time; the branch's queue is
-    made non-leaky for it (a fast source would fill it, and it would drop frames of its own).
-    """
-    from streamer.media.gst import Gst
-
-    s = config.load(
-        {"HOME": str(directory), "CAMERA": "test", "VIDEO_FPS": str(fps), "ENABLE_IMAGES": "0"}
-        | {"VIDEO_WIDTH": str(TEST_WIDTH), "VIDEO_HEIGHT": str(TEST_HEIGHT)}
-    )
-    (branch,) = pipelines.recorder(s, str(directory)).split(f" {pipelines.RECORDER_TEE_ELEMENT}. ! ")[1:]
-    assert "leaky=downstream" in branch
-    branch = branch.replace("leaky=downstream", "leaky=no")
-    pipeline = Gst.parse_launch(
-        f"videotestsrc name=camera num-buffers={seconds * fps} pattern=ball ! {camera.raw_caps(s)} ! {branch}"
-    )
-    count = itertools.count()
-
-    def drop(_pad: Gst.Pad, _info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
-        return Gst.PadProbeReturn.DROP if dropped(next(count)) else Gst.PadProbeReturn.OK
-
-    pipeline.get_by_name("camera").get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, drop)
-    recorder.pace_video(pipeline.get_by_name, fps)
-    pipeline.set_state(Gst.State.PLAYING)
-    try:
-        message = pipeline.get_bus().timed_pop_filtered(
-            60 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR
-        )
-    finally:
-        pipeline.set_state(Gst.State.NULL)
-    assert message is not None and message.type == Gst.MessageType.EOS, message
-    return sorted(directory.glob("video_*.mp4"))
-
-
-@pytest.mark.parametrize("fps", [30, 25])
-def test_dropped_frames_do_not_shorten_chunks(tmp_path, fps):
-    """A quarter of the frames dropped, and a burst of 0.4 s: keyframes still come at their
-    times, so chunks stay whole GOPs of 5.5 s (5.52 s at 25 fps). (Keyframes counted in
-    frames made these chunks 5.07 to 5.33 s at 30 fps: each GOP of 15 frames spanned 0.67 s.)"""
-    burst = range(7 * fps, 7 * fps + round(0.4 * fps))
-    chunks = encode_with_drops(tmp_path, fps, 20, lambda n: n % 4 == 3 or n in burst)
-    gop, gops = pipelines.record_keyframes(fps)
-    assert len(chunks) == 4, chunks
-    for chunk in chunks:
-        assert decodes_cleanly(chunk) == "", chunk
-    durations = [video_info(chunk)[3] for chunk in chunks]
-    for duration in durations[:-1]:
-        assert abs(duration - gop * gops / fps) <= 0.1, durations
-    for chunk in chunks[:-1]:
-        assert len(keyframe_times(chunk)) == gops, chunk
-
-
-def keyframe_times(chunk: Path) -> list[float]:
-    command = ["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries", "packet=pts_time,flags"]
-    lines = subprocess.run(
-        [*command, "-of", "csv=p=0", str(chunk)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    return [float(line.split(",")[0]) for line in lines if "K" in line.split(",")[1]]
-
-
 def test_files_a_killed_recorder_left_half_written_are_set_aside(env, start):
     ssd = Path(env["SSD_PATH"])
     earlier = layout.create_session_dir(ssd)
@@ -314,80 +230,3 @@ def test_files_a_killed_recorder_left_half_written_are_set_aside(env, start):
     for proc in (recorder, feeder):
         proc.signal(signal.SIGTERM)
         assert proc.wait() == 0
-
-
-NOT_MOUNTED = (
-    r"SSD_PATH (\S+) is on the root file system, not a mounted disk \(RECORD_REQUIRE_MOUNT=1\): "
-    r"not recording until it is mounted; the stream goes on"
-)
-
-
-def require_root_file_system(workdir: Path) -> None:
-    """SSD_PATH is ``workdir/ssd`` (``tmpfs`` mounts the "SSD" there), with ``workdir`` under
-    /tmp. These tests need it to lie on the root file system until the tmpfs is mounted, as an
-    SSD's mount point does while the SSD is missing: true where /tmp is a folder of / (checked
-    with stat on the machines the suite runs on), not where /tmp is a tmpfs of its own."""
-    if os.stat(workdir).st_dev != os.stat("/").st_dev:
-        pytest.skip(f"{workdir.parent} is not on the root file system here")
-
-
-def test_require_mount_waits_without_creating_anything_then_records_once_mounted(workdir, env, start):
-    require_root_file_system(workdir)
-    env["RECORD_REQUIRE_MOUNT"] = "1"
-    ssd = Path(env["SSD_PATH"])
-    assert ssd == workdir / "ssd"
-    feeder = start("streamer.feeder", env)
-    feeder.wait_for("camera is delivering frames")
-    recorder = start("streamer.recorder", env)
-    (error,) = recorder.wait_for(NOT_MOUNTED)
-    assert error.group(1) == str(ssd)
-    assert "ERROR" in error.string, error.string
-    recorder.check_running("the SSD to be mounted")
-    assert not ssd.exists(), list(ssd.rglob("*"))
-    assert not recorder.matches("receiving frames")
-
-    with tmpfs(workdir, "64M") as mounted:
-        recorder.wait_for(
-            rf"SSD_PATH {re.escape(str(ssd))} is on a mounted file system now: recording starts"
-        )
-        recorder.wait_for("receiving frames")
-        wait_until(lambda: list(mounted.glob("0*/image_*.jpg")), 20, "a snapshot on the mounted disk")
-        session = wait_for_chunks(mounted, 1)
-        assert session.parent == mounted
-        assert len(recorder.matches(NOT_MOUNTED)) == 1  # logged once, not at every check
-        for proc in (recorder, feeder):
-            proc.signal(signal.SIGTERM)
-            assert proc.wait() == 0, proc.output
-        assert decodes_cleanly(sorted(session.glob("video_*.mp4"))[0]) == ""
-    assert not ssd.exists() or not any(ssd.iterdir())  # unmounted: nothing was ever written below it
-
-
-def test_require_mount_under_the_controller_is_ready_idle_and_stops_promptly(workdir, env, start):
-    """Waiting for the disk is the recorder's job then: the stack comes up (stream running),
-    the watchdog leaves it alone well past its stall limit, and SIGTERM ends it at once."""
-    require_root_file_system(workdir)
-    env.update(RECORD_REQUIRE_MOUNT="1", STALL_RECORDER_S="1")
-    drone = start("streamer.drone", env)
-    up = drone.wait_up(timeout=30)
-    assert up.workers["recorder"].ready_at is not None
-    drone.wait_for(r"recorder: " + NOT_MOUNTED)
-
-    def idle_past_stall_limit(current) -> bool:
-        recorder = current.workers["recorder"]
-        return (
-            recorder.progress.get("state") == "no-disk"
-            and recorder.progress.get("idle") is True
-            and recorder.last_report_at is not None
-            and recorder.ready_at is not None
-            and recorder.last_report_at - recorder.ready_at > 3  # three times STALL_RECORDER_S
-        )
-
-    state = wait_state(env, idle_past_stall_limit, 20, "the waiting recorder's reports", drone)
-    assert state.restarts == [] and state.workers["recorder"].restarts == 0, state
-    assert state.workers["rtsp"].state == "ready"
-    assert not Path(env["SSD_PATH"]).exists()
-
-    drone.signal(signal.SIGTERM)
-    assert drone.wait(10) == 0, drone.output
-    assert "recorder stopped (exited with status 0)" in drone.output
-    assert "recorder: stopped while waiting for SSD_PATH" in drone.output

@@ -18,11 +18,7 @@ import pytest
 from streamer.media.gst import GLib, Gst
 from streamer.media.rtsp_client import RtspClient
 from streamer.rtsp import keyframes
-from tests.harness import TEST_FPS, TEST_HEIGHT, TEST_WIDTH, free_port
-
-
-def url(env: dict[str, str], path: str | None = None) -> str:
-    return f"rtsp://127.0.0.1:{env['RTSP_PORT']}{path or '/live'}"
+from tests.harness import TEST_FPS, TEST_HEIGHT, TEST_WIDTH, free_port, url
 
 
 @pytest.fixture
@@ -155,7 +151,7 @@ def test_unknown_path_is_404_and_the_stream_goes_on(env, stack):
     viewer = RtspClient(url(env), "tcp").start()
     try:
         assert viewer.wait_frames(10, 30)
-        result = ffprobe(url(env, "/nope"), "-rtsp_transport", "tcp")
+        result = ffprobe(url(env, path="/nope"), "-rtsp_transport", "tcp")
         assert result.returncode != 0
         assert "404 Not Found" in result.stderr
         frames = viewer.frames
@@ -168,7 +164,7 @@ def test_an_error_while_playing_is_one_and_a_stop_under_a_running_stream_is_not(
     # Nothing listens there, or the path is wrong: the viewer fails with an error while playing.
     for target, expected in (
         (f"rtsp://127.0.0.1:{free_port()}/live", "src: "),
-        (url(env, "/nope"), "src: Not found"),
+        (url(env, path="/nope"), "src: Not found"),
     ):
         failed = RtspClient(target, "tcp").start()
         try:
