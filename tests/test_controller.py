@@ -6,8 +6,10 @@ import os
 import re
 import signal
 import subprocess
+import time
 from pathlib import Path
 
+from streamer.control.policies import SETTLE_S
 from streamer.testing import alive, stack_state, wait_until
 from tests.harness import ShmReader, settings_for
 
@@ -133,3 +135,30 @@ def test_a_python_without_gstreamer_stops_at_once_with_the_way_out(env, start, w
         drone.output.strip(),
     ), drone.output
     assert stack_state(env) is None  # nothing was started
+
+
+def test_lone_failures_restart_after_the_shortest_pause_a_crash_loop_backs_off(env, start):
+    """Failures of a stack that had settled are each restarted after RESTART_DELAY_MIN_S; failures
+    right after the stack came up are a crash loop and back off."""
+    env.update(RESTART_DELAY_MIN_S="0.2", RESTART_DELAY_MAX_S="5")
+    drone = start("streamer.drone", env)
+    up = drone.wait_up()
+
+    def kill_rtsp(settled: bool) -> None:
+        nonlocal up
+        if settled:  # up and progressing for the settle time
+            settled_at = up.up_since + SETTLE_S + 0.5
+            wait_until(lambda: time.time() >= settled_at, SETTLE_S + 5, "the stack to settle")
+        os.kill(up.workers["rtsp"].pid, signal.SIGKILL)
+        up = drone.wait_up(after=up)
+
+    for settled in (True, True, False, False):
+        kill_rtsp(settled)
+    assert [(r.reason, r.delay_s) for r in up.restarts] == [
+        ("rtsp killed by SIGKILL", 0.2),  # lone
+        ("rtsp killed by SIGKILL", 0.2),  # lone again: the first is not held against it
+        ("rtsp killed by SIGKILL", 0.4),  # within the settle time after that restart: a loop
+        ("rtsp killed by SIGKILL", 0.8),  # and it goes on
+    ], up.restarts
+    drone.signal(signal.SIGTERM)
+    assert drone.wait() == 0

@@ -109,11 +109,12 @@ class Controller:
     def _keep_running(self) -> None:
         while not self._stop_requested:
             failure: StackFailed | None = None
+            failed_at = 0.0
             try:
                 self._run_stack()
             except StackFailed as err:
                 self.log.warning("%s", err)
-                failure = err
+                failure, failed_at = err, time.monotonic()
             finally:
                 self._stop_stack()
             if self._stop_requested or failure is None:
@@ -128,7 +129,8 @@ class Controller:
                 self.policy.window_s,
                 backing_off,
             )
-            self._sleep(delay)
+            # The pause counts from the failure: stopping the rest of the stack is part of it.
+            self._sleep(delay - (time.monotonic() - failed_at))
 
     # --- one run of the stack
 
@@ -226,10 +228,11 @@ class Controller:
         self.log.warning("%s %s: restarting it alone (RESTART_SCOPE=worker)", worker.name, problem)
         self.published.worker_failed(worker.name, problem)
         delay = worker.policy.failed(worker.watch.quiet_s() if worker.ready else 0.0)
+        restart_at = time.monotonic() + delay  # counted from the failure, stopping included
         for child, ending in self.children.stop([[worker.child]], self.settings.stop_grace_s):
             self.log.info("%s stopped (%s)", child.name, ending)
         worker.child = None
-        worker.restart_at = time.monotonic() + delay
+        worker.restart_at = restart_at
         self.published.restarted(worker.name, f"{worker.name} {problem}", delay)
         self.published.worker_stopped(worker.name, waiting=True)
         self.log.warning(

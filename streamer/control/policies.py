@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+# A run that has been ready and progressing this long has settled: its failure is a lone one.
+SETTLE_S = 10.0
 REPORT_INTERVAL_S = 1.0  # workers report progress about this often (see streamer.runtime.status)
 
 
@@ -30,7 +32,7 @@ class RestartPolicy:
         min_delay_s: float,
         max_delay_s: float,
         window_s: float = 600.0,
-        settle_s: float = 10.0,
+        settle_s: float = SETTLE_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.min_delay_s = min_delay_s
