@@ -53,18 +53,33 @@ def video_info(path: Path) -> tuple[str, int, int, float]:
 def decodes_cleanly(path: Path) -> str:
     """Decode every frame; returns FFmpeg's complaints ('' when there are none).
 
-    Timestamps pass through as recorded: frames are stamped as they arrive, and two that came
-    less than a frame apart (after a restart on a busy machine) would otherwise collide on
-    ffmpeg's own 1/fps output grid and be reported as "non monotonically increasing dts", a
-    complaint about ffmpeg's re-timing, not about the file.
+    ffprobe decodes each frame without muxing it anywhere: ``ffmpeg -f null`` re-times frames onto
+    its own output grid, and frames stamped on arrival less than a frame apart (after a restart on
+    a busy machine) were reported as "non monotonically increasing dts", a complaint about that
+    re-timing, not about the file.
     """
     result = subprocess.run(
-        ["ffmpeg", "-v", "error", "-i", str(path), "-fps_mode", "passthrough", "-f", "null", "-"],
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            "v",
+            "-show_entries",
+            "frame=pts",
+            "-of",
+            "csv=p=0",
+            str(path),
+        ],
         capture_output=True,
         text=True,
         timeout=60,
     )
-    return result.stderr.strip() if result.returncode == 0 else f"exit {result.returncode}: {result.stderr}"
+    if result.returncode != 0:
+        return f"exit {result.returncode}: {result.stderr}"
+    if not result.stdout.strip():
+        return "no frame decoded"
+    return result.stderr.strip()
 
 
 def jpeg_size(path: Path) -> tuple[int, int]:
