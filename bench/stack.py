@@ -18,7 +18,7 @@ from typing import Any
 from bench.plan import RTSP_PATH, START_TIMEOUT_S, PhaseFailed, Plan, private_workdir, service_env
 from bench.procs import Service, free_port, read_rss_kib
 from bench.viewers import first_frame_since, late_join_phase, viewing_phase
-from streamer.control import state
+from streamer.runtime import state
 from streamer.testing import wait_state
 
 log = logging.getLogger("bench")

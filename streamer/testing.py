@@ -5,7 +5,7 @@
   the whole session.
 - ``wait_until``: a condition polled up to a deadline; at the deadline it raises ``WaitTimeout``
   naming what was awaited (both an ``AssertionError``, for tests, and a ``TimeoutError``).
-- The controller's published state (``streamer.control.state``) instead of its log text:
+- The controller's published state (``streamer.runtime.state``) instead of its log text:
   ``stack_state``, ``worker_pids``, ``worker_pid``, ``wait_state``, ``wait_stack_up``,
   ``wait_worker_ready``.
 - ``free_port``, ``port_open``, ``alive``.
@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from streamer import config
-from streamer.control import state
-from streamer.control.state import StackState
+from streamer.runtime import state
+from streamer.runtime.state import StackState
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RECORDER_SOCKET = dict(config.variables())["SHM_RECORDER_SOCKET"]

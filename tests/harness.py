@@ -49,6 +49,10 @@ def stack_env(workdir: Path, **overrides: str) -> dict[str, str]:
         SHM_RECORDER_SOCKET=str(workdir / "rec.sock"),
         SHM_STREAM_SOCKET=str(workdir / "str.sock"),
         RTSP_PORT=str(free_port()),
+        # The web worker only where a test is about it (``http_env``): one process fewer to start.
+        ENABLE_HTTP="0",
+        HTTP_PORT=str(free_port()),
+        HTTP_BIND="127.0.0.1",
         RESTART_DELAY_MIN_S="0.2",
         RESTART_DELAY_MAX_S="2",
         STOP_GRACE_S="5",

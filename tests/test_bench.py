@@ -15,8 +15,8 @@ from bench import ffmpeg_clients, procs, recovery, report
 from bench.floor import floor_media
 from bench.viewers import paced_joins
 from streamer import config, testing
-from streamer.control import state
 from streamer.media.gst import Gst
+from streamer.runtime import state
 
 STAT = (
     "4242 (python -m (odd) name) S 1 4242 4242 0 -1 4194560 3000 0 0 0 "

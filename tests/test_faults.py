@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from streamer.control.state import UP
 from streamer.media import pipelines
 from streamer.media.rtsp_client import RtspClient
+from streamer.runtime.state import UP
 from streamer.storage import layout
 from streamer.testing import Proc, stack_state, wait_until
 from tests.harness import TEST_FPS, tmpfs, url, watch

@@ -7,10 +7,12 @@ import logging
 import os
 import time
 
-from streamer.control import state
+import pytest
+
 from streamer.control.children import Child, ChildSet, WorkerSpec
 from streamer.control.policies import ProgressWatch, RestartPolicy
 from streamer.control.publisher import StatePublisher
+from streamer.runtime import state
 from tests.harness import wait_until
 
 
@@ -161,28 +163,33 @@ def test_the_state_is_published_on_changes_and_progress_at_most_once_a_second(tm
 
     published.worker_reported("feeder", {"event": "progress", "frames": 30, "idle": False})
     published.tick()
-    assert state.read(path).workers["feeder"].progress == {}  # less than a second since the last write
-    clock.now += 1.0
+    assert state.read(path).workers["feeder"].progress == {}  # too soon after the last write
+    clock.now += 0.5
     published.tick()
     feeder = state.read(path).workers["feeder"]
     assert feeder.progress == {"frames": 30, "idle": False} and feeder.last_report_at is not None
 
+    published.worker_started("recorder", 124)
     published.worker_failed("feeder", "killed by SIGKILL")
     published.stack(state.RESTARTING)
     published.worker_stopped("feeder")
-    published.restarted("stack", "feeder killed by SIGKILL", 1.0)
+    published.worker_stopped("recorder")
+    published.restarted("stack", "feeder killed by SIGKILL", 1.0, state.KILLED)
     published.stack(state.STARTING)
     published.worker_started("feeder", 456)
+    published.worker_started("recorder", 457)
     seen = state.read(path)
-    feeder = seen.workers["feeder"]
+    feeder, recorder = seen.workers["feeder"], seen.workers["recorder"]
     assert (feeder.pid, feeder.restarts, feeder.last_problem, feeder.progress) == (
         456,
         1,
         "killed by SIGKILL",
         {},
     )
-    assert [(r.scope, r.reason, r.delay_s) for r in seen.restarts] == [
-        ("stack", "feeder killed by SIGKILL", 1.0)
+    # The failed worker is counted under its own cause, the others under the stack's restart.
+    assert feeder.restarts_by_cause == {state.KILLED: 1} and recorder.restarts_by_cause == {state.STACK: 1}
+    assert [(r.scope, r.reason, r.delay_s, r.cause) for r in seen.restarts] == [
+        ("stack", "feeder killed by SIGKILL", 1.0, state.KILLED)
     ]
     assert seen.up_since is None
 
@@ -203,3 +210,16 @@ def test_publishing_errors_are_logged_once_and_a_refused_stack_removes_nothing(t
     other.write_text("{}")  # another stack's
     StatePublisher(str(other), logging.getLogger("test")).finish()  # never started: not ours
     assert other.exists()
+
+
+@pytest.mark.parametrize(
+    ("problem", "cause"),
+    [
+        ("exited with status 1", state.EXITED),
+        ("killed by SIGKILL", state.KILLED),
+        ("stalled (no report for 20.1 s)", state.STALLED),
+        ("was not ready within 15 s", state.NOT_READY),
+    ],
+)
+def test_every_problem_the_controller_words_has_a_fixed_cause(problem, cause):
+    assert state.cause_of(problem) == cause

@@ -19,8 +19,19 @@ from streamer.config.settings import Settings, declarations
 
 # Exit status of a program whose configuration is bad: nothing has started.
 EXIT_CONFIG = 2
-# Unknown variables with these prefixes are almost always typos of ours (ENABLE_RSTP=0).
-OWN_PREFIXES = ("ENABLE_", "VIDEO_", "RECORD_", "RTSP_", "SHM_", "RESTART_", "STOP_", "STALL_", "CAMERA_")
+# Unknown variables with these prefixes are almost always typos of ours (ENABLE_RSTP=0). Not
+# HTTP_: HTTP_PROXY is everybody's.
+OWN_PREFIXES = (
+    "ENABLE_",
+    "VIDEO_",
+    "RECORD_",
+    "RTSP_",
+    "SHM_",
+    "RESTART_",
+    "STOP_",
+    "STALL_",
+    "CAMERA_",
+)
 
 
 class ConfigError(ValueError):
@@ -80,6 +91,8 @@ def _check_together(s: Settings) -> None:
             f"RESTART_DELAY_MAX_S={s.restart_delay_max_s:g}: must not be below "
             f"RESTART_DELAY_MIN_S={s.restart_delay_min_s:g}"
         )
+    if s.enable_http and s.enable_rtsp and s.http_port == s.rtsp_port:
+        raise ConfigError(f"HTTP_PORT={s.http_port}: must differ from RTSP_PORT")
     if s.shm_recorder_socket == s.shm_stream_socket:
         raise ConfigError(f"SHM_STREAM_SOCKET={s.shm_stream_socket!r}: must differ from SHM_RECORDER_SOCKET")
 

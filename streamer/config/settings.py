@@ -194,6 +194,20 @@ class Settings:
         parsers.tls_key,
         "PEM private key of `RTSP_TLS_CERT`, unencrypted; checked at start to be that certificate's key.",
     )
+    enable_http: bool = setting(
+        "ENABLE_HTTP",
+        "1",
+        parsers.boolean,
+        "Serve the HTTP API: `/health`, `/api/v1/...`, `/metrics`, recordings. See [Operations](docs/operations.md).",
+    )
+    http_port: int = setting("HTTP_PORT", "8080", parsers.int_range(1, 65535), "HTTP API port.")
+    http_bind: str = setting(
+        "HTTP_BIND",
+        "0.0.0.0",
+        parsers.bind_address,
+        "Address the HTTP API listens on, as `RTSP_BIND`. It takes the RTSP credentials (all but `/health`) "
+        "and, with `RTSP_TLS_CERT`/`RTSP_TLS_KEY`, serves HTTPS.",
+    )
     log_level: str = setting("LOG_LEVEL", "INFO", parsers.log_level, "`DEBUG`, `INFO`, `WARNING` or `ERROR`.")
     restart_delay_min_s: float = setting(
         "RESTART_DELAY_MIN_S",

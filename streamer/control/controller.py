@@ -11,7 +11,7 @@ pause: the shortest after a lone failure of a settled run, growing while a crash
 With ``RESTART_SCOPE=worker`` a failed recorder or RTSP worker is restarted alone, with its own
 pauses, while the camera and the other path run on; the feeder's failure always restarts the
 stack. SIGTERM or SIGINT stop everything and exit 0. The controller publishes its view of the
-stack as a JSON file (``streamer.control.state``).
+stack as a JSON file (``streamer.runtime.state``).
 
 The controller never imports GStreamer: nothing it supervises can wedge it.
 """
@@ -27,13 +27,13 @@ from types import FrameType
 
 from streamer import config
 from streamer.config import Settings
-from streamer.control import hygiene, state
+from streamer.control import hygiene
 from streamer.control.children import Child, ChildSet, WorkerSpec
 from streamer.control.instance import AlreadyRunning, InstanceLock
 from streamer.control.policies import ProgressWatch, RestartPolicy
 from streamer.control.publisher import StatePublisher
 from streamer.control.workers import FEEDER, Worker, consumer_specs, stall_limit
-from streamer.runtime import logs
+from streamer.runtime import logs, state
 from streamer.runtime.worker import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 
 NAME = "drone"
@@ -46,9 +46,10 @@ EXIT_ALREADY_RUNNING = EXIT_FAILURE
 class StackFailed(Exception):
     """The current run of the stack has to end because a worker failed; the message says why."""
 
-    def __init__(self, reason: str, quiet_s: float) -> None:
+    def __init__(self, reason: str, cause: str, quiet_s: float) -> None:
         super().__init__(f"{reason}: stopping the stack")
         self.reason = reason  # e.g. "recorder stalled (no report for 20.1 s)"
+        self.cause = cause  # state.cause_of the worker's problem
         self.quiet_s = quiet_s  # how long the failed worker had not been progressing
 
 
@@ -120,7 +121,7 @@ class Controller:
             if self._stop_requested or failure is None:
                 return
             delay = self.policy.failed(failure.quiet_s)
-            self.published.restarted("stack", failure.reason, delay)
+            self.published.restarted("stack", failure.reason, delay, failure.cause)
             backing_off = " (backing off)" if self.policy.failures > 1 else ""
             self.log.warning(
                 "restarting the stack in %.1f s: %d failures in the last %.0f s%s",
@@ -179,7 +180,8 @@ class Controller:
 
     def _failed(self, worker: Worker, problem: str) -> StackFailed:
         self.published.worker_failed(worker.name, problem)
-        return StackFailed(f"{worker.name} {problem}", worker.watch.quiet_s() if worker.ready else 0.0)
+        quiet_s = worker.watch.quiet_s() if worker.ready else 0.0
+        return StackFailed(f"{worker.name} {problem}", state.cause_of(problem), quiet_s)
 
     def _problem(self, worker: Worker) -> str | None:
         """Why ``worker`` has failed, or None. Also takes in its status reports."""
@@ -233,7 +235,7 @@ class Controller:
             self.log.info("%s stopped (%s)", child.name, ending)
         worker.child = None
         worker.restart_at = restart_at
-        self.published.restarted(worker.name, f"{worker.name} {problem}", delay)
+        self.published.restarted(worker.name, f"{worker.name} {problem}", delay, state.cause_of(problem))
         self.published.worker_stopped(worker.name, waiting=True)
         self.log.warning(
             "restarting %s in %.1f s: %d failures in the last %.0f s",

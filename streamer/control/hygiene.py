@@ -12,9 +12,9 @@ import subprocess
 import sys
 
 from streamer.config import Settings
-from streamer.control import state
 from streamer.control.instance import AlreadyRunning, InstanceLock
 from streamer.media import shm
+from streamer.runtime import state
 
 # What a worker needs of its interpreter, checked in a child so the controller itself never
 # loads GStreamer.

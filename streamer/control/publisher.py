@@ -1,7 +1,7 @@
-"""The controller's record of the stack, published as a JSON file (see ``streamer.control.state``).
+"""The controller's record of the stack, published as a JSON file (see ``streamer.runtime.state``).
 
 One ``StackState`` lives as long as the controller, so restarts and problems accumulate across
-runs of the stack. A change of state is published at once; progress reports at most about once
+runs of the stack. A change of state is published at once; progress reports at most about twice
 a second. Publishing is a small local file write; an error is logged once and otherwise ignored,
 so it can never stop the watchdog.
 """
@@ -13,9 +13,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from streamer.control import state
+from streamer.runtime import state
 
-PROGRESS_PUBLISH_INTERVAL_S = 1.0
+PROGRESS_PUBLISH_INTERVAL_S = 0.5  # a new viewer shows in the API within about a second
 
 
 class StatePublisher:
@@ -52,14 +52,17 @@ class StatePublisher:
         self.state.up_since = time.time() if value == state.UP else None
         self.publish()
 
-    def restarted(self, scope: str, reason: str, delay_s: float) -> None:
-        self.state.restarted(scope, reason, round(delay_s, 3))
+    def restarted(self, scope: str, reason: str, delay_s: float, cause: str) -> None:
+        self.state.restarted(scope, reason, round(delay_s, 3), cause)
         self.publish()
 
     def worker_started(self, name: str, pid: int) -> None:
         worker = self.state.worker(name)
-        if worker.started_at is not None:
-            worker.restarts += 1  # the controller only ever starts a worker again after a failure
+        if worker.started_at is not None:  # the controller only starts a worker again after a failure
+            cause = worker.failed_with or state.STACK
+            worker.restarts += 1
+            worker.restarts_by_cause[cause] = worker.restarts_by_cause.get(cause, 0) + 1
+        worker.failed_with = None
         worker.state, worker.pid, worker.started_at = state.STARTING, pid, time.time()
         worker.ready_at = worker.last_report_at = None
         worker.progress = {}
@@ -76,7 +79,8 @@ class StatePublisher:
             self._pending = True
 
     def worker_failed(self, name: str, problem: str) -> None:
-        self.state.worker(name).last_problem = problem
+        worker = self.state.worker(name)
+        worker.last_problem, worker.failed_with = problem, state.cause_of(problem)
         self.publish()
 
     def worker_stopped(self, name: str, waiting: bool = False) -> None:
@@ -87,7 +91,7 @@ class StatePublisher:
     # --- writing
 
     def tick(self) -> None:
-        """Publish pending progress, at most about once a second."""
+        """Publish pending progress, at most every PROGRESS_PUBLISH_INTERVAL_S."""
         if self._pending and self._clock() - self._published_at >= PROGRESS_PUBLISH_INTERVAL_S:
             self.publish()
 

@@ -6,8 +6,21 @@ one JSON object per line, each with an ``event`` field:
 - ``{"event": "ready"}``: the worker is doing its job (the feeder: frames are flowing).
 - ``{"event": "progress", "frames": N, "idle": false, ...}``: about every second. ``frames``
   must grow while the worker is not ``idle``; the controller's watchdog counts a worker whose
-  reports stop, or whose frames stop growing while not idle, as stalled. Workers add details
-  (the recorder ``chunks``, ``snapshots`` and ``state``; the RTSP worker ``viewers``).
+  reports stop, or whose frames stop growing while not idle, as stalled.
+
+Workers add details, which the controller publishes (``streamer.runtime.state``) and the web
+worker serves as status and metrics. Counters count from the worker's start:
+
+- feeder: ``fps`` (measured over the last seconds), ``camera_dropped`` (frames beyond the
+  configured rate, dropped), ``branches``: ``{"recorder"|"stream": {"frames": N, "dropped": N}}``
+  (frames handed to that socket, and dropped in front of a slow reader).
+- recorder: ``state`` (``recording``, ``off``, ``disk-full``, ``no-disk``), ``video`` and
+  ``images`` (what is being recorded now), ``session`` (its folder name, or null), ``chunks``,
+  ``snapshots``, ``bytes`` (of finished files), ``deleted_files``, ``deleted_bytes``
+  (retention).
+- rtsp: ``viewers`` (playing now), ``clients`` (``[{"address", "transport", "since"}]``, since
+  as wall-clock seconds), ``sessions_total`` (viewers that played), ``medias``.
+- web: ``frames`` are its event loop's heartbeats; ``requests`` served.
 
 Lines are far shorter than PIPE_BUF, so writes from several threads never interleave. A worker
 run on its own has no channel and the writer does nothing.

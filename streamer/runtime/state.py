@@ -2,8 +2,9 @@
 published as a JSON file next to the instance lock (``<SHM_RECORDER_SOCKET>.state.json``).
 
 Tests and benchmarks read worker pids, readiness, progress and restarts from it instead of
-matching log text; the HTTP API serves the same object. The file is replaced atomically (written
-under a temporary name, then renamed), so a reader never sees half of it. No GStreamer here.
+matching log text; the web worker (``streamer.web``) serves it as the HTTP API, /health and
+/metrics. The file is replaced atomically (written under a temporary name, then renamed), so a
+reader never sees half of it. No GStreamer here.
 """
 
 from __future__ import annotations
@@ -28,6 +29,24 @@ WAITING = "waiting"  # stopped after its own failure, restarted alone after a pa
 
 RESTARTS_KEPT = 20  # the most recent restarts with their reasons
 
+# Why a worker was started again: a fixed set of labels (for metrics), the full text is its
+# ``last_problem`` and the restart's ``reason``.
+EXITED = "exited"  # it exited by itself
+KILLED = "killed"  # a signal ended it (not ours)
+STALLED = "stalled"  # alive, but no progress within its stall limit
+NOT_READY = "not_ready"  # not ready within the start timeout
+STACK = "stack"  # another worker's failure restarted the whole stack
+CAUSES = (EXITED, KILLED, STALLED, NOT_READY, STACK)
+
+
+def cause_of(problem: str) -> str:
+    """The label of a problem as the controller words it (``Child.describe_exit``, "stalled
+    (...)", "was not ready within ...")."""
+    for prefix, cause in (("exited", EXITED), ("killed", KILLED), ("stalled", STALLED)):
+        if problem.startswith(prefix):
+            return cause
+    return NOT_READY
+
 
 @dataclass
 class WorkerState:
@@ -39,7 +58,9 @@ class WorkerState:
     last_report_at: float | None = None  # wall clock of its latest status report
     progress: dict[str, Any] = field(default_factory=dict)  # its latest progress report's fields
     restarts: int = 0  # times it was started again after a failure (its own or the stack's)
+    restarts_by_cause: dict[str, int] = field(default_factory=dict)  # the same, by ``CAUSES``
     last_problem: str | None = None  # why it last failed (set on the worker that failed)
+    failed_with: str | None = None  # the cause of its failure, until it is started again
 
 
 @dataclass
@@ -48,6 +69,7 @@ class Restart:
     scope: str  # "stack", or the name of the worker restarted alone
     reason: str  # as logged, e.g. "recorder stalled (no report for 20.1 s)"
     delay_s: float = 0.0  # the pause before the new start
+    cause: str = NOT_READY  # the failed worker's ``cause_of`` its problem
 
 
 @dataclass
@@ -64,8 +86,8 @@ class StackState:
             self.workers[name] = WorkerState(name)
         return self.workers[name]
 
-    def restarted(self, scope: str, reason: str, delay_s: float = 0.0) -> None:
-        self.restarts.append(Restart(time.time(), scope, reason, delay_s))
+    def restarted(self, scope: str, reason: str, delay_s: float = 0.0, cause: str = NOT_READY) -> None:
+        self.restarts.append(Restart(time.time(), scope, reason, delay_s, cause))
         del self.restarts[:-RESTARTS_KEPT]
 
     def as_dict(self) -> dict[str, Any]:
