@@ -32,7 +32,7 @@ from streamer.control.children import Child, ChildSet, WorkerSpec
 from streamer.control.instance import AlreadyRunning, InstanceLock
 from streamer.control.policies import ProgressWatch, RestartPolicy
 from streamer.control.publisher import StatePublisher
-from streamer.control.workers import FEEDER, Worker, consumer_specs, stall_limit
+from streamer.control.workers import FEEDER, Worker, consumer_specs, service_specs, stall_limit
 from streamer.runtime import logs, state
 from streamer.runtime.worker import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 
@@ -64,7 +64,8 @@ class Controller:
         self.log = log
         self.policy = policy or RestartPolicy(settings.restart_delay_min_s, settings.restart_delay_max_s)
         self.children = ChildSet()
-        self.workers: dict[WorkerSpec, Worker] = {}
+        self.workers: dict[WorkerSpec, Worker] = {}  # the stack's, for one run of it
+        self.services: dict[WorkerSpec, Worker] = {}  # the web worker: outlives the stack's runs
         self.lock = InstanceLock(settings.shm_recorder_socket + ".lock")
         self.published = StatePublisher(state.state_file(self.lock.path), log)
         self._stop_requested = False
@@ -97,11 +98,13 @@ class Controller:
             return EXIT_ALREADY_RUNNING
         self.published.start()
         try:
+            self._start_services()
             self._keep_running()
         except ConfigurationFailed as err:
             self.log.error("%s: not restarting", err)  # _keep_running has stopped the stack
             return EXIT_CONFIG
         finally:
+            self._stop_services()
             self.published.finish()  # before the lock goes: a new stack may publish at once
             self.lock.release()
         self.log.info("stopped")
@@ -146,9 +149,8 @@ class Controller:
         self.published.stack(state.UP)
         self.log.info("stack is up: %s", ", ".join(worker.name for worker in self.workers.values()))
         while not self._stop_requested:
-            self.children.pump(WATCH_INTERVAL_S)
+            self._tend()
             self._check_workers()
-            self.published.tick()
 
     def _start_and_wait_ready(self, specs: list[WorkerSpec]) -> None:
         if self._stop_requested:
@@ -156,20 +158,23 @@ class Controller:
         for spec in specs:
             self._spawn(self._worker(spec))
         while not self._stop_requested and not all(self.workers[spec].ready for spec in specs):
-            self.children.pump(WATCH_INTERVAL_S)
+            self._tend()
             for spec in specs:
                 worker = self.workers[spec]
                 problem = self._problem(worker)
                 if problem is not None:
                     raise self._failed(worker, problem)
-            self.published.tick()
+
+    def _tend(self, timeout_s: float = WATCH_INTERVAL_S) -> None:
+        """One turn of every watching loop: relay output and reports for up to ``timeout_s``,
+        look after the services, publish."""
+        self.children.pump(timeout_s)
+        self._check_services()
+        self.published.tick()
 
     def _check_workers(self) -> None:
-        now = time.monotonic()
         for worker in list(self.workers.values()):
-            if worker.child is None:
-                if worker.restart_at is not None and now >= worker.restart_at:
-                    self._spawn(worker)
+            if self._restart_due(worker):
                 continue
             problem = self._problem(worker)
             if problem is None:
@@ -177,6 +182,37 @@ class Controller:
             if worker.spec == FEEDER or self.settings.restart_scope == "stack":
                 raise self._failed(worker, problem)
             self._restart_alone(worker, problem)
+
+    def _restart_due(self, worker: Worker) -> bool:
+        """For a worker waiting to be restarted alone: start it when its pause is over. True
+        while it has no process (nothing else to check)."""
+        if worker.child is not None:
+            return False
+        if worker.restart_at is not None and time.monotonic() >= worker.restart_at:
+            self._spawn(worker)
+        return True
+
+    # --- services: started once, restarted alone, never part of the stack's runs
+
+    def _start_services(self) -> None:
+        for spec in service_specs(self.settings):
+            self.services[spec] = self._new_worker(spec)
+            self._spawn(self.services[spec])
+
+    def _check_services(self) -> None:
+        for worker in self.services.values():
+            if self._restart_due(worker):
+                continue
+            problem = self._problem(worker)
+            if problem is not None:
+                self._restart_alone(worker, problem, why="a service")
+
+    def _stop_services(self) -> None:
+        running = [worker.child for worker in self.services.values() if worker.child is not None]
+        for child, ending in self.children.stop([running], self.settings.stop_grace_s):
+            self.log.info("%s stopped (%s)", child.name, ending)
+            self.published.worker_stopped(child.name)
+        self.services.clear()
 
     def _failed(self, worker: Worker, problem: str) -> StackFailed:
         self.published.worker_failed(worker.name, problem)
@@ -206,12 +242,15 @@ class Controller:
 
     def _worker(self, spec: WorkerSpec) -> Worker:
         if spec not in self.workers:
-            self.workers[spec] = Worker(
-                spec,
-                ProgressWatch(stall_limit(self.settings, spec)),
-                RestartPolicy(self.settings.restart_delay_min_s, self.settings.restart_delay_max_s),
-            )
+            self.workers[spec] = self._new_worker(spec)
         return self.workers[spec]
+
+    def _new_worker(self, spec: WorkerSpec) -> Worker:
+        return Worker(
+            spec,
+            ProgressWatch(stall_limit(self.settings, spec)),
+            RestartPolicy(self.settings.restart_delay_min_s, self.settings.restart_delay_max_s),
+        )
 
     def _spawn(self, worker: Worker) -> None:
         child = Child.spawn(worker.spec)
@@ -225,9 +264,9 @@ class Controller:
         self.published.worker_started(worker.name, child.pid)
         self.log.info("started %s (pid %d)", worker.name, child.pid)
 
-    def _restart_alone(self, worker: Worker, problem: str) -> None:
+    def _restart_alone(self, worker: Worker, problem: str, why: str = "RESTART_SCOPE=worker") -> None:
         assert worker.child is not None
-        self.log.warning("%s %s: restarting it alone (RESTART_SCOPE=worker)", worker.name, problem)
+        self.log.warning("%s %s: restarting it alone (%s)", worker.name, problem, why)
         self.published.worker_failed(worker.name, problem)
         delay = worker.policy.failed(worker.watch.quiet_s() if worker.ready else 0.0)
         restart_at = time.monotonic() + delay  # counted from the failure, stopping included
@@ -247,7 +286,7 @@ class Controller:
 
     def _stop_stack(self) -> None:
         self.published.stack(state.STOPPING if self._stop_requested else state.RESTARTING)
-        running = self.children.children
+        running = [worker.child for worker in self.workers.values() if worker.child is not None]
         consumers = [child for child in running if child.spec != FEEDER]
         feeders = [child for child in running if child.spec == FEEDER]
         for child, ending in self.children.stop([consumers, feeders], self.settings.stop_grace_s):
@@ -262,9 +301,10 @@ class Controller:
             self.published.stack(state.STOPPED)
 
     def _sleep(self, seconds: float) -> None:
+        """The pause before a restart; the services are looked after meanwhile."""
         deadline = time.monotonic() + seconds
         while not self._stop_requested and (left := deadline - time.monotonic()) > 0:
-            time.sleep(min(left, WATCH_INTERVAL_S))
+            self._tend(min(left, WATCH_INTERVAL_S))
 
 
 def main() -> int:

@@ -66,6 +66,8 @@ def start_up(settings: Settings, lock: InstanceLock, owned_pids: set[int], log: 
     clear_leftovers(settings, lock, owned_pids, log, refuse_if_served=True)
     if settings.enable_rtsp and port_in_use(settings.rtsp_bind, settings.rtsp_port):
         raise AlreadyRunning(f"RTSP port {settings.rtsp_port} is in use by another process")
+    if settings.enable_http and port_in_use(settings.http_bind, settings.http_port):
+        raise AlreadyRunning(f"HTTP port {settings.http_port} is in use by another process (HTTP_PORT)")
 
 
 def clear_leftovers(

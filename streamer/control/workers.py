@@ -13,16 +13,23 @@ from streamer.control.policies import ProgressWatch, RestartPolicy
 FEEDER = WorkerSpec("feeder", "streamer.feeder")
 RECORDER = WorkerSpec("recorder", "streamer.recorder")
 RTSP = WorkerSpec("rtsp", "streamer.rtsp")
+WEB = WorkerSpec("web", "streamer.web")
+
+# The web worker's event loop beats twice a second; this long without a beat, it is wedged.
+STALL_WEB_S = 10.0
 
 
 def consumer_specs(settings: Settings) -> list[WorkerSpec]:
-    """The workers that read the feeder's sockets, as enabled by the settings."""
-    specs: list[WorkerSpec] = []
-    if settings.enable_video or settings.enable_images:
-        specs.append(RECORDER)
-    if settings.enable_rtsp:
-        specs.append(RTSP)
-    return specs
+    """The workers that read the feeder's sockets, as enabled by the settings. The recorder
+    always runs: recording can be started at runtime, and it takes snapshots."""
+    return [RECORDER, RTSP] if settings.enable_rtsp else [RECORDER]
+
+
+def service_specs(settings: Settings) -> list[WorkerSpec]:
+    """Workers that serve the stack rather than being part of it: started before it, kept
+    running across its restarts, and restarted alone when they fail (their failure never
+    touches the camera or the recording)."""
+    return [WEB] if settings.enable_http else []
 
 
 def stall_limit(settings: Settings, spec: WorkerSpec) -> float:
@@ -30,6 +37,7 @@ def stall_limit(settings: Settings, spec: WorkerSpec) -> float:
         FEEDER: settings.stall_feeder_s,
         RECORDER: settings.stall_recorder_s,
         RTSP: settings.stall_rtsp_s,
+        WEB: STALL_WEB_S,
     }[spec]
 
 
