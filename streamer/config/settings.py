@@ -198,7 +198,8 @@ class Settings:
         "ENABLE_HTTP",
         "1",
         parsers.boolean,
-        "Serve the HTTP API: `/health`, `/api/v1/...`, `/metrics`, recordings. See [Operations](docs/operations.md).",
+        "Serve the HTTP API: `/health`, `/api/v1/...`, `/metrics`, recordings. See "
+        "[Operations](docs/operations.md).",
     )
     http_port: int = setting("HTTP_PORT", "8080", parsers.int_range(1, 65535), "HTTP API port.")
     http_bind: str = setting(
