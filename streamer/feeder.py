@@ -3,6 +3,8 @@
 Run on its own with ``python -m streamer.feeder``. It is the first process of the stack: the
 recorder reads ``SHM_RECORDER_SOCKET``, the RTSP worker ``SHM_STREAM_SOCKET``. A slow, stopped or
 dead reader never stalls the camera: its branch drops frames instead (see pipelines.feeder).
+Its progress reports say how many, exactly (``BranchTally``), with the measured frame rate and
+the frames the camera delivered beyond the configured rate (``FeederMeter``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 
 from streamer.config import Settings
 from streamer.media import gst, pipelines, shm, stamp
@@ -22,30 +25,137 @@ NAME = "feeder"
 PROGRESS_INTERVAL_S = 1.0
 RATE_LOG_INTERVAL_S = 60.0
 CAMERA_CHECK_INTERVAL_MS = 500
+FPS_WINDOW_S = 5.0
+# The leaky queue in front of each shm socket, as pipelines.feeder names them, by branch.
+# Sequence numbers kept for frames still on their way through a branch queue (a few at most).
+SEQUENCES_KEPT = 64
 
 
-class FrameCounter:
-    """Counts frames leaving the decoder; reports readiness once and progress periodically."""
+class BranchTally:
+    """One branch of the tee: frames its leaky queue handed on towards the shmsink (``frames``)
+    and frames it dropped in front of a slow or stopped reader (``dropped``).
 
-    def __init__(self, status: StatusWriter, log: logging.Logger) -> None:
+    Counted by frame identity, not guessed: each frame gets a sequence number as it enters the
+    tee, and the queue is first-in first-out and drops its oldest frame, so a frame leaving it
+    proves every earlier frame not seen leaving was dropped. While nothing leaves (the reader
+    is stuck and the shmsink blocks) drops are counted from the queue's level instead, when the
+    tee takes the next frame, so that no frame is on its way into the queue: every frame that
+    entered after the last one out and is not queued was dropped, bar at most one that the
+    branch's thread may have taken off the queue without yet passing the probe. The count
+    therefore never runs ahead of the truth, may lag one frame behind while a reader is stuck,
+    and is exact again with the next frame the branch hands on.
+
+    (The queue's "overrun" signal is emitted with the queue unlocked, and nothing is dropped
+    when the branch takes a frame meanwhile: counting it overcounts whenever a reader is merely
+    slow.) Not thread-safe by itself: ``FeederMeter`` holds one lock around every call.
+    """
+
+    def __init__(self) -> None:
         self.frames = 0
+        self.dropped = 0
+        self._proven = 0  # drops proven by a later frame leaving
+        self._last_out = -1  # sequence number of the last frame that left
+        self._unnumbered = 0  # frames that left since, whose number was no longer known
+
+    def left(self, sequence: int | None) -> None:
+        """A frame left the queue. ``None``: its sequence number is no longer known (it was held
+        up on its way out for more than SEQUENCES_KEPT frames); it still lies between the last
+        frame out and the next one."""
+        self.frames += 1
+        if sequence is None:
+            self._unnumbered += 1
+            return
+        if sequence <= self._last_out:  # cannot happen: first in, first out
+            return
+        self._proven += max(0, sequence - self._last_out - 1 - self._unnumbered)
+        self._last_out, self._unnumbered = sequence, 0
+        self.dropped = max(self.dropped, self._proven)
+
+    def settle(self, entered: int, queued: int) -> None:
+        """``entered`` frames have entered the queue so far, each all the way in, and
+        ``queued`` of them are in it now."""
+        unaccounted = entered - (self._last_out + 1) - self._unnumbered - queued
+        self.dropped = max(self.dropped, self._proven + max(0, unaccounted - 1))
+
+    def as_dict(self) -> dict[str, int]:
+        return {"frames": self.frames, "dropped": self.dropped}
+
+
+class FeederMeter:
+    """What the feeder reports: frames entering the tee (readiness once, progress every
+    second), the frame rate measured over the last FPS_WINDOW_S, frames the camera delivered
+    beyond the configured rate, and each branch's ``BranchTally``.
+
+    videorate in drop-only mode does not count its drops in its ``drop`` property (1.22): they
+    are its frames in less its frames out, read when the tee takes a frame, where videorate is
+    done with every frame so far (it holds none back in that mode)."""
+
+    def __init__(
+        self,
+        status: StatusWriter,
+        log: logging.Logger,
+        rate: gst.Gst.Element,
+        queues: dict[str, gst.Gst.Element],
+    ) -> None:
+        self.frames = 0
+        self.camera_dropped = 0
         self._status = status
         self._log = log
+        self._rate = rate
+        self._queues = queues
+        self.branches = {name: BranchTally() for name in queues}
         self._lock = threading.Lock()
-        self._last_log = (time.monotonic(), 0)
+        self._sequence_of: dict[int, int] = {}  # PTS -> sequence number, of the latest frames
+        self._order: deque[int] = deque()
+        now = time.monotonic()
+        self._samples: deque[tuple[float, int]] = deque([(now, 0)])
+        self._last_log = (now, 0)
 
-    def on_frame(self, _buffer: object) -> None:  # streaming thread
+    def attach(self, tee: gst.Gst.Element) -> None:
+        gst.add_buffer_probe(tee, "sink", self.on_frame)
+        for name, queue in self._queues.items():
+            gst.add_buffer_probe(queue, "src", lambda buffer, name=name: self.on_left(name, buffer))
+
+    def on_frame(self, buffer: gst.Gst.Buffer) -> None:  # the camera's streaming thread
+        # Here the tee's previous frame has gone all the way into every branch's queue.
         with self._lock:
+            self.camera_dropped = self._rate.get_property("in") - self._rate.get_property("out")
+            for name, queue in self._queues.items():
+                self.branches[name].settle(self.frames, queue.get_property("current-level-buffers"))
+            if buffer.pts != gst.Gst.CLOCK_TIME_NONE:
+                self._sequence_of[buffer.pts] = self.frames
+                self._order.append(buffer.pts)
+                if len(self._order) > SEQUENCES_KEPT:
+                    self._sequence_of.pop(self._order.popleft(), None)
             self.frames += 1
             first = self.frames == 1
         if first:
             self._log.info("camera is delivering frames")
             self._status.ready()
 
+    def on_left(self, name: str, buffer: gst.Gst.Buffer) -> None:  # the branch's streaming thread
+        with self._lock:
+            self.branches[name].left(self._sequence_of.get(buffer.pts))
+
+    def fps(self, now: float, frames: int) -> float:
+        """Frames per second since the oldest sample within FPS_WINDOW_S (main loop only)."""
+        self._samples.append((now, frames))
+        while len(self._samples) > 1 and self._samples[1][0] <= now - FPS_WINDOW_S:
+            self._samples.popleft()
+        since, frames_then = self._samples[0]
+        return round((frames - frames_then) / (now - since), 1) if now > since else 0.0
+
     def report(self) -> bool:  # main loop, every PROGRESS_INTERVAL_S
-        frames = self.frames
-        self._status.progress(frames=frames)
+        with self._lock:
+            frames, camera_dropped = self.frames, self.camera_dropped
+            branches = {name: tally.as_dict() for name, tally in self.branches.items()}
         now = time.monotonic()
+        self._status.progress(
+            frames=frames,
+            fps=self.fps(now, frames),
+            camera_dropped=camera_dropped,
+            branches=branches,
+        )
         since, frames_then = self._last_log
         if now - since >= RATE_LOG_INTERVAL_S:
             self._log.info(
@@ -79,15 +189,20 @@ def run(settings: Settings, status: StatusWriter, log: logging.Logger) -> int:
         *settings.shm_sockets,
     )
     runner = gst.PipelineRunner(pipelines.feeder(settings), log)
-    counter = FrameCounter(status, log)
+    meter = FeederMeter(
+        status,
+        log,
+        gst.element_by_factory(runner.pipeline, "videorate"),
+        {branch: runner.element(pipelines.branch_queue(branch)) for branch in pipelines.FEEDER_BRANCHES},
+    )
     if camera.stamped:
         CaptureStamper.attach(runner.element(STAMP_ELEMENT), log)
         log.info(
             "stamping each frame with its capture time (%d rows at the top)",
             stamp.band_height(settings.video_width, settings.video_height),
         )
-    gst.add_buffer_probe(runner.element(pipelines.TEE_ELEMENT), "sink", counter.on_frame)
-    gst.GLib.timeout_add(int(PROGRESS_INTERVAL_S * 1000), counter.report)
+    meter.attach(runner.element(pipelines.TEE_ELEMENT))
+    gst.GLib.timeout_add(int(PROGRESS_INTERVAL_S * 1000), meter.report)
 
     def watch_camera() -> bool:
         problem = camera.lost()
@@ -117,7 +232,11 @@ def run(settings: Settings, status: StatusWriter, log: logging.Logger) -> int:
     # (readers keep their mappings; only the names go).
     for segment in shm.remove_segments_of([os.getpid()]):
         log.info("removed shared memory %s left by shmsink", segment)
-    log.info("stopped after %d frames", counter.frames)
+    log.info(
+        "stopped after %d frames (%s)",
+        meter.frames,
+        ", ".join(f"{name} branch dropped {tally.dropped}" for name, tally in meter.branches.items()),
+    )
     return exit_code
 
 

@@ -34,6 +34,9 @@ RTP_PAYLOAD_TYPE = 96
 
 # Element names the workers look up by name.
 TEE_ELEMENT = "split"
+# The feeder's branches, by the consumer they feed: each is a leaky queue ``<name>_queue`` in
+# front of the shmsink ``<name>``.
+FEEDER_BRANCHES = {"recorder": "to_recorder", "stream": "to_stream"}
 SHM_INPUT_ELEMENT = "shm_input"
 RECORDER_TEE_ELEMENT = "record"
 VIDEO_QUEUE_ELEMENT = "video_queue"
@@ -43,6 +46,8 @@ VIDEO_SINK_ELEMENT = "video_chunks"
 STREAM_ENCODER_ELEMENT = "stream_encoder"
 PAYLOADER_ELEMENT = "pay0"  # the name gst-rtsp-server looks for
 IMAGE_SINK_ELEMENT = "snapshots"
+FRAME_QUEUE_ELEMENT = "frame_queue"
+FRAME_SINK_ELEMENT = "latest_frame"
 
 
 def shm_area_bytes(s: Settings) -> int:
@@ -51,6 +56,11 @@ def shm_area_bytes(s: Settings) -> int:
 
 def _leaky_queue(name: str, frames: int) -> str:
     return f"queue name={name} leaky=downstream max-size-buffers={frames} max-size-bytes=0 max-size-time=0"
+
+
+def branch_queue(branch: str) -> str:
+    """The name of the leaky queue of a feeder branch (``FEEDER_BRANCHES``)."""
+    return f"{FEEDER_BRANCHES[branch]}_queue"
 
 
 def _shm_branch(s: Settings, socket_path: str, name: str) -> str:
@@ -77,8 +87,8 @@ def feeder(s: Settings) -> str:
     return (
         f"{source} ! jpegdec ! videoconvert ! videorate drop-only=true ! {raw_caps(s)} "
         f"! tee name={TEE_ELEMENT} "
-        f"{TEE_ELEMENT}. ! {_shm_branch(s, s.shm_recorder_socket, 'to_recorder')} "
-        f"{TEE_ELEMENT}. ! {_shm_branch(s, s.shm_stream_socket, 'to_stream')}"
+        f"{TEE_ELEMENT}. ! {_shm_branch(s, s.shm_recorder_socket, FEEDER_BRANCHES['recorder'])} "
+        f"{TEE_ELEMENT}. ! {_shm_branch(s, s.shm_stream_socket, FEEDER_BRANCHES['stream'])}"
     )
 
 
@@ -138,8 +148,23 @@ def record_encoder_key_int_max(fps: int) -> int:
     return 2 * gop
 
 
-def recorder(s: Settings, session_dir: str, first_chunk: int = 0, first_image: int = 0) -> str:
-    """Recorder socket → H.264 MP4 chunks and/or one JPEG per second, into ``session_dir``.
+def recorder(
+    s: Settings,
+    session_dir: str | None,
+    first_chunk: int = 0,
+    first_image: int = 0,
+    *,
+    video: bool | None = None,
+    images: bool | None = None,
+) -> str:
+    """Recorder socket → the latest frame, for snapshots on demand, and H.264 MP4 chunks and/or
+    one JPEG per second into ``session_dir`` (``video`` / ``images``: which of these to record,
+    by default as ENABLE_VIDEO / ENABLE_IMAGES say; neither: ``session_dir`` may be None).
+
+    The latest frame: the tee's first branch, always there, a one-frame leaky queue into an
+    appsink that keeps only the newest frame (it drops the older one, never blocks, and does
+    not hold end-of-stream back for a frame nobody pulled). The recording branches hang off
+    the tee by name after it.
 
     Video: x264 with keyframes at fixed times (GOPs of ``record_gop_ns``, chosen by
     ``record_keyframes`` so that whole GOPs make up a 5.5 s chunk), forced by the recorder
@@ -159,10 +184,14 @@ def recorder(s: Settings, session_dir: str, first_chunk: int = 0, first_image: i
     frames are never dropped, which would corrupt the stream.
 
     ``session_dir`` is made by ``streamer.storage`` from the validated SSD_PATH; numbering
-    starts at ``first_chunk`` / ``first_image`` (a recording resumed after a full disk).
+    starts at ``first_chunk`` / ``first_image`` (a recording resumed in the same session).
     """
+    video = s.enable_video if video is None else video
+    images = s.enable_images if images is None else images
+    if (video or images) and session_dir is None:
+        raise ValueError("recording needs a session folder")
     branches = []
-    if s.enable_video:
+    if video:
         branches.append(
             f"{_leaky_queue(VIDEO_QUEUE_ELEMENT, RECORD_RAW_QUEUE_FRAMES)} "
             f"! x264enc name={VIDEO_ENCODER_ELEMENT} speed-preset=superfast "
@@ -176,17 +205,21 @@ def recorder(s: Settings, session_dir: str, first_chunk: int = 0, first_image: i
             f'muxer="mp4mux fragment-duration={RECORD_FRAGMENT_MS} fragment-mode=first-moov-then-finalise" '
             'sink="filesink buffer-mode=unbuffered"'
         )
-    if s.enable_images:
+    if images:
         branches.append(
             f"{_leaky_queue(IMAGE_QUEUE_ELEMENT, 2)} ! videorate drop-only=true max-rate=1 "
             "! jpegenc quality=90 "
             f'! multifilesink name={IMAGE_SINK_ELEMENT} location="{session_dir}/{layout.IMAGE_PATTERN}" '
             f"index={first_image} post-messages=true"
         )
-    if not branches:
-        raise ValueError("nothing to record: ENABLE_VIDEO and ENABLE_IMAGES are both off")
-    return f"{shm_reader_source(s, s.shm_recorder_socket)} ! tee name={RECORDER_TEE_ELEMENT} " + " ".join(
-        f"{RECORDER_TEE_ELEMENT}. ! {branch}" for branch in branches
+    latest_frame = (
+        f"{_leaky_queue(FRAME_QUEUE_ELEMENT, 1)} "
+        f"! appsink name={FRAME_SINK_ELEMENT} max-buffers=1 drop=true sync=false wait-on-eos=false "
+        "enable-last-sample=false"
+    )
+    return (
+        f"{shm_reader_source(s, s.shm_recorder_socket)} ! tee name={RECORDER_TEE_ELEMENT} ! {latest_frame}"
+        + "".join(f" {RECORDER_TEE_ELEMENT}. ! {branch}" for branch in branches)
     )
 
 

@@ -11,6 +11,11 @@ crowd of joiners from flooding the stream with keyframes. When the feeder goes a
 viewers are disconnected and the media dropped, so the next viewer gets a fresh pipeline on the
 feeder's next run.
 
+Its progress reports name the viewers playing (address, transport, since when; the first
+CLIENTS_REPORTED of them) and count those that have played; a viewer starting to play or
+leaving is reported at once, not only with the report every second (a crowd coming or going
+is reported at most every REPORT_SOON_INTERVAL_S: the controller reads every line).
+
 Access control is gst-rtsp-server's own (``RTSPAuth``, see ``make_auth``): with credentials
 configured every request needs them (digest by default, basic only when asked for); with a
 certificate and key the server speaks RTSP over TLS and the media is sent only interleaved in
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 
 from streamer.config import Settings
@@ -34,21 +40,33 @@ from streamer.runtime.worker import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 NAME = "rtsp"
 PROGRESS_INTERVAL_S = 1.0
 LISTEN_BACKLOG = 128
+CLIENTS_REPORTED = 64  # viewers named in a progress report (``viewers`` counts them all)
+REPORT_SOON_INTERVAL_S = 0.1  # reports for viewers coming and going, at most this often
 
 
 def _url_host(address: str) -> str:
     return f"[{address}]" if ":" in address else address
 
 
+# Lower transports as reported (``clients``) and as logged ("playing over TCP").
+UDP, TCP, MULTICAST, UNKNOWN = "udp", "tcp", "udp-multicast", "unknown"
+TRANSPORT_LABELS = {UDP: "UDP", TCP: "TCP", MULTICAST: "multicast", UNKNOWN: "?"}
+
+
 @dataclass
 class Viewer:
     number: int
     address: str
-    transport: str = "?"
+    transport: str = UNKNOWN
     playing: bool = False
+    since: float | None = None  # wall clock (time.time()) when it started playing
 
     def __str__(self) -> str:
         return f"viewer {self.number} ({self.address})"
+
+    def as_client(self) -> dict[str, object]:
+        """The viewer in the progress report's ``clients``."""
+        return {"address": self.address, "transport": self.transport, "since": self.since}
 
 
 def _lower_transport(ctx: GstRtspServer.RTSPContext) -> str:
@@ -56,13 +74,13 @@ def _lower_transport(ctx: GstRtspServer.RTSPContext) -> str:
     try:
         transport = ctx.sessmedia.get_transport(0).get_transport()
     except (AttributeError, TypeError):
-        return "?"
+        return UNKNOWN
     lower = transport.lower_transport
     if lower & GstRtsp.RTSPLowerTrans.TCP:
-        return "TCP"
+        return TCP
     if lower & GstRtsp.RTSPLowerTrans.UDP_MCAST:
-        return "multicast"
-    return "UDP"
+        return MULTICAST
+    return UDP
 
 
 class StreamServer:
@@ -102,6 +120,9 @@ class StreamServer:
         self.frames_sent = 0
         self._frames_lock = threading.Lock()
         self.viewers_seen = 0
+        self.sessions_total = 0  # viewers that have played
+        self._reported_at = float("-inf")  # monotonic
+        self._report_scheduled = False
         self._pacer = KeyframePacer(FORCED_KEYFRAME_MIN_INTERVAL_S)
 
     @property
@@ -187,15 +208,22 @@ class StreamServer:
         if viewer is None or viewer.playing:
             return
         viewer.playing = True
+        viewer.since = time.time()
         viewer.transport = _lower_transport(ctx)
-        self.log.info("%s playing over %s (%d watching)", viewer, viewer.transport, self.playing)
+        self.sessions_total += 1
+        self.log.info(
+            "%s playing over %s (%d watching)", viewer, TRANSPORT_LABELS[viewer.transport], self.playing
+        )
         self._keyframe_for_new_viewer()
+        self._report_soon()  # the API shows a new viewer within about a second
 
     def _on_closed(self, client: GstRtspServer.RTSPClient) -> None:
         viewer = self.viewers.pop(client, None)
         if viewer is not None:
             level = logging.INFO if viewer.playing else logging.DEBUG
             self.log.log(level, "%s disconnected (%d watching)", viewer, self.playing)
+            if viewer.playing:
+                self._report_soon()
 
     def _keyframe_for_new_viewer(self) -> None:
         delay = self._pacer.request()
@@ -214,11 +242,30 @@ class StreamServer:
             self.log.info("forced a keyframe for new viewers")
         return GLib.SOURCE_REMOVE
 
-    def report(self) -> bool:  # main loop, every PROGRESS_INTERVAL_S
+    def _report_soon(self) -> None:
+        """Report now, or as soon as REPORT_SOON_INTERVAL_S has passed since the last report."""
+        if self._report_scheduled:
+            return
+        self._report_scheduled = True
+        delay_s = max(0.0, self._reported_at + REPORT_SOON_INTERVAL_S - time.monotonic())
+        GLib.timeout_add(round(delay_s * 1000), self._scheduled_report)
+
+    def _scheduled_report(self) -> bool:
+        self._report_scheduled = False
+        self.report()
+        return GLib.SOURCE_REMOVE
+
+    def report(self) -> bool:  # main loop, every PROGRESS_INTERVAL_S and when a viewer comes or goes
         # Idle without viewers: no frames are expected then (the media is not even running).
-        viewers = self.playing
+        self._reported_at = time.monotonic()
+        playing = [viewer for viewer in self.viewers.values() if viewer.playing]
         self._status.progress(
-            frames=self.frames_sent, idle=viewers == 0, viewers=viewers, medias=self.medias_created
+            frames=self.frames_sent,
+            idle=not playing,
+            viewers=len(playing),
+            clients=[viewer.as_client() for viewer in playing[:CLIENTS_REPORTED]],
+            sessions_total=self.sessions_total,
+            medias=self.medias_created,
         )
         return GLib.SOURCE_CONTINUE
 

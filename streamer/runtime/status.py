@@ -15,11 +15,13 @@ worker serves as status and metrics. Counters count from the worker's start:
   configured rate, dropped), ``branches``: ``{"recorder"|"stream": {"frames": N, "dropped": N}}``
   (frames handed to that socket, and dropped in front of a slow reader).
 - recorder: ``state`` (``recording``, ``off``, ``disk-full``, ``no-disk``), ``video`` and
-  ``images`` (what is being recorded now), ``session`` (its folder name, or null), ``chunks``,
+  ``images`` (what it is set to record; ``state`` says whether it is), ``session`` (its folder
+  name, or null), ``chunks``,
   ``snapshots``, ``bytes`` (of finished files), ``deleted_files``, ``deleted_bytes``
   (retention).
 - rtsp: ``viewers`` (playing now), ``clients`` (``[{"address", "transport", "since"}]``, since
-  as wall-clock seconds), ``sessions_total`` (viewers that played), ``medias``.
+  as wall-clock seconds; the first 64 viewers), ``sessions_total`` (viewers that played),
+  ``medias``. A viewer starting or leaving is reported at once.
 - web: ``frames`` are its event loop's heartbeats; ``requests`` served.
 
 Lines are far shorter than PIPE_BUF, so writes from several threads never interleave. A worker
