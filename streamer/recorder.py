@@ -1,36 +1,80 @@
-"""Recorder: H.264 MP4 chunks and one JPEG a second from the recorder socket, under SSD_PATH.
+"""Recorder: H.264 MP4 chunks and one JPEG a second from the recorder socket, under SSD_PATH,
+switched on and off at runtime, and full-size snapshots on demand.
 
-Run on its own with ``python -m streamer.recorder`` (the feeder must be running). Each start
-records into a new session folder (see ``streamer.storage``). After every finished chunk or
-snapshot, ``drone_temp/latest_video.mp4`` / ``latest_image.jpg`` are repointed at it.
+Run on its own with ``python -m streamer.recorder`` (the feeder must be running). After every
+finished chunk or JPEG, ``drone_temp/latest_video.mp4`` / ``latest_image.jpg`` are repointed at
+it.
+
+A pipeline runs all the time (but while waiting for the disk, see below): the recorder socket
+into a tee whose first branch keeps the latest frame for snapshots, and, when they are on, the
+video and the image branches. Its frames are counted where they leave the recording's leaky
+queue (so a disk too slow to keep up shows as a stall), or, with nothing recorded, at the
+latest-frame branch: the watchdog sees the recorder alive either way. A change of what is
+recorded ends the pipeline with end-of-stream, which finalises the open chunk (and repoints
+``latest_video.mp4`` at it), and starts a new one with the new branches.
+
+What is recorded is decided at runtime. It starts as ENABLE_VIDEO / ENABLE_IMAGES say; the
+``recording`` command of the command channel (``streamer.runtime.commands``) changes it, and
+its answer comes once the change is done. The operator's choice is kept beside the recorder
+socket (``<SHM_RECORDER_SOCKET>.recording.json``, written atomically) with the pid of the
+controller it was made under: a recorder the same controller restarts, alone or with the stack,
+records what the operator chose; under a new controller the settings count again. (The
+controller removes the file when it exits.)
+
+Sessions: recording that starts while nothing was recorded opens a new session folder (an
+operator's start is a new session, as a start of the recorder is); adding or dropping video or
+images while recording goes on in the same session, numbering on; stopping both closes it.
+A session is thus one unbroken stretch of the operator's recording (pauses for a full disk
+included).
+
+The ``snapshot`` command encodes the latest frame as a full-size JPEG and saves it as
+``snapshot_NNNNN.jpg`` in the open session, or, with none open, in the newest session this
+recorder made (a new one if it made none): it works with recording off too. The answer, with
+the file's path, comes once the file is on disk.
+
+Threads: the command server's thread never touches the pipeline or the counters. It hands each
+command to the GLib main loop (``GLib.idle_add``) and waits for the answer; only the snapshot's
+JPEG encoding and file write run in the command thread, so that neither the main loop nor the
+streaming threads ever wait on them.
 
 On SIGTERM, and when the feeder goes away ("Control socket has closed"), the recorder sends
 end-of-stream through its pipeline so the open chunk is finalised before it exits.
 
 Retention (``streamer.retention``) deletes the oldest recordings to keep RECORD_MIN_FREE free
-and those older than RECORD_MAX_AGE. When free space still drops below a reserve of about 3 s
-of recording (nothing left to delete, or a user's files fill the disk), the recorder
-finalises the open chunk and pauses (reporting itself idle, so the watchdog leaves it alone);
-it resumes in the same session, numbering on, once there is twice the reserve free again.
+and those older than RECORD_MAX_AGE, from the first session this recorder makes on. When free
+space still drops below a reserve of about 3 s of recording (nothing left to delete, or a
+user's files fill the disk), the recorder finalises the open chunk and pauses (state
+"disk-full", reporting itself idle, so the watchdog leaves it alone; snapshots are refused); it
+resumes in the same session, numbering on, once there is twice the reserve free again.
 
 With RECORD_REQUIRE_MOUNT=1 the recorder first waits, touching nothing under SSD_PATH, until
 SSD_PATH lies on a file system other than the root one: an SSD that failed to mount would
 otherwise have its recordings fill the OS disk. It reports itself ready and idle meanwhile
 (state "no-disk"), so the stack comes up with the stream running and the watchdog leaves it be.
+Meanwhile ``recording`` commands set what is recorded once the disk is there; snapshots are
+refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
 import logging
+import os
 import shutil
 import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from streamer.config import Settings
 from streamer.media import gst, pipelines
 from streamer.media.gst import GLib, Gst
+from streamer.runtime import commands
 from streamer.runtime.status import StatusWriter
 from streamer.runtime.worker import EXIT_OK, run_worker
 from streamer.storage import layout, retention
@@ -39,43 +83,177 @@ NAME = "recorder"
 PROGRESS_INTERVAL_S = 1.0
 FRAGMENT_CLOSED = "splitmuxsink-fragment-closed"
 SNAPSHOT_WRITTEN = "GstMultiFileSink"
+
+# The recorder's states, as reported.
+RECORDING = "recording"
+OFF = "off"
 DISK_FULL = "disk-full"
 NO_DISK = "no-disk"
 
+# How long a snapshot waits for a frame: frames come every 1/VIDEO_FPS s, so no frame in this
+# long means the camera has stopped.
+SNAPSHOT_FRAME_TIMEOUT_S = 2.0
+# Beyond the end-of-stream deadline, what a command may wait for the main loop (a new pipeline
+# to start, a session folder to be made).
+COMMAND_SLACK_S = 5.0
+MIB = 1 << 20
 
-class Recording:
-    """One recorder session: counts what was recorded and repoints the latest_* links.
-    Outlives the pipeline runs of a session (a full disk pauses recording, then resumes)."""
+T = TypeVar("T")
 
-    def __init__(self, settings: Settings, session: Path, status: StatusWriter, log: logging.Logger) -> None:
+
+class CommandFailed(Exception):
+    """A command was refused or failed; the message tells the operator why."""
+
+
+@dataclass(frozen=True)
+class Branches:
+    """What is recorded: video chunks, images once a second, both, or nothing ("off")."""
+
+    video: bool
+    images: bool
+
+    def __bool__(self) -> bool:
+        return self.video or self.images
+
+    def __str__(self) -> str:
+        names = [name for name, on in (("video", self.video), ("images", self.images)) if on]
+        return " and ".join(names) or "off"
+
+
+NOTHING = Branches(video=False, images=False)
+
+
+class WishFile:
+    """The operator's choice of what to record, kept for the next start of the recorder under
+    the same controller (``owner``, the recorder's parent)."""
+
+    def __init__(self, path: str, owner: int, log: logging.Logger) -> None:
+        self.path = path
+        self.owner = owner
+        self._log = log
+
+    def load(self, default: Branches) -> Branches:
+        """The choice made under this controller, or ``default`` when there is none."""
+        try:
+            with open(self.path, encoding="utf-8") as wish_file:
+                saved = json.load(wish_file)
+        except FileNotFoundError:
+            return default
+        except (OSError, ValueError) as err:
+            self._log.warning("ignoring %s: %s", self.path, err)
+            return default
+        if not isinstance(saved, dict) or saved.get("controller_pid") != self.owner:
+            return default  # made under another controller: its operator's choice, not ours
+        video, images = saved.get("video"), saved.get("images")
+        if not isinstance(video, bool) or not isinstance(images, bool):
+            self._log.warning("ignoring %s: no video/images choice in it", self.path)
+            return default
+        return Branches(video=video, images=images)
+
+    def save(self, wish: Branches) -> None:
+        """Replace the file atomically; a failure is logged (the choice holds until the
+        recorder restarts)."""
+        temporary = f"{self.path}.{os.getpid()}.tmp"
+        saved = {"video": wish.video, "images": wish.images, "controller_pid": self.owner}
+        try:
+            with open(temporary, "w", encoding="utf-8") as wish_file:
+                json.dump(saved, wish_file)
+            os.replace(temporary, self.path)
+        except OSError as err:
+            self._log.warning("cannot keep the recording choice in %s: %s", self.path, err)
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+
+
+def _settle(future: Future[T], work: Callable[[], T]) -> None:
+    """Complete ``future`` with what ``work`` returns or raises (unless it is already done: its
+    caller gave up, or the recorder is stopping)."""
+    try:
+        result = work()
+    except Exception as err:
+        with contextlib.suppress(InvalidStateError):
+            future.set_exception(err)
+    else:
+        with contextlib.suppress(InvalidStateError):
+            future.set_result(result)
+
+
+class MainLoopCalls:
+    """Runs work on the GLib main loop for another thread, which waits for the result.
+
+    ``call(work)`` schedules ``work(future)`` with ``GLib.idle_add``: the work settles the
+    future there and then, or later (a change of pipeline answers once the new one runs).
+    Once closed (the recorder is stopping), waiting calls fail, and new ones at once.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: set[Future[Any]] = set()
+        self._closed = False
+
+    def call(self, work: Callable[[Future[T]], None], timeout_s: float) -> T:
+        future: Future[T] = Future()
+        with self._lock:
+            if self._closed:
+                raise CommandFailed("the recorder is stopping")
+            self._pending.add(future)
+
+        def run() -> bool:
+            try:
+                work(future)
+            except Exception as err:
+                with contextlib.suppress(InvalidStateError):
+                    future.set_exception(err)
+            return GLib.SOURCE_REMOVE
+
+        GLib.idle_add(run)
+        try:
+            return future.result(timeout_s)
+        except TimeoutError:
+            raise CommandFailed(f"the recorder did not finish within {timeout_s:g} s") from None
+        finally:
+            with self._lock:
+                self._pending.discard(future)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            pending = list(self._pending)
+        for future in pending:
+            with contextlib.suppress(InvalidStateError):
+                future.set_exception(CommandFailed("the recorder is stopping"))
+
+
+class Recordings:
+    """What the recorder writes under SSD_PATH: session folders, the latest_* links, retention,
+    and the counts of finished files. Outlives the pipelines (one per change of what is
+    recorded) and the sessions."""
+
+    def __init__(self, settings: Settings, branches: Branches, log: logging.Logger) -> None:
         self.settings = settings
-        self.session = session
         self.links = layout.LatestLinks(settings.ssd_path)
-        per_second = layout.recording_bytes_per_second(
-            settings.record_bitrate,
-            settings.video_width,
-            settings.video_height,
-            settings.enable_video,
-            settings.enable_images,
-        )
-        self.reserve_bytes = layout.disk_reserve_bytes(per_second)
-        self.retention = retention.Retention(
-            settings.ssd_path,
-            session,
-            min_free_bytes=self._retention_target(settings, self.reserve_bytes),
-            headroom_bytes=2 * per_second,  # a pass runs every second
-            max_age_s=settings.record_max_age_s,
-            log=log,
-        )
-        self.frames = 0
+        self.session: Path | None = None  # the newest session folder this recorder made
+        self.retention: retention.Retention | None = None  # bound to that session
         self.chunks = 0
         self.snapshots = 0
-        self.state = "recording"
-        self._status = status
+        self.bytes = 0
+        self._deleted_before = (0, 0)  # by the retention of earlier sessions
         self._log = log
-        self._lock = threading.Lock()
         self._links_broken = False
-        self._ready_sent = False
+        self.plan_for(branches)
+
+    def plan_for(self, branches: Branches) -> None:
+        """Size the disk reserve and the retention's target for recording ``branches``."""
+        s = self.settings
+        per_second = layout.recording_bytes_per_second(
+            s.record_bitrate, s.video_width, s.video_height, branches.video, branches.images
+        )
+        self.reserve_bytes = layout.disk_reserve_bytes(per_second)
+        self._min_free_bytes = self._retention_target(s, self.reserve_bytes)
+        self._headroom_bytes = 2 * per_second  # a pass runs every second
+        if self.retention is not None:
+            self.retention.min_free_bytes = self._min_free_bytes
+            self.retention.headroom_bytes = self._headroom_bytes
 
     @staticmethod
     def _retention_target(settings: Settings, reserve_bytes: int) -> int:
@@ -86,14 +264,35 @@ class Recording:
         configured = max(size, int(fraction * shutil.disk_usage(settings.ssd_path).total))
         return max(configured, 2 * reserve_bytes) if configured else 0
 
-    def on_frame(self, _buffer: object) -> None:  # streaming thread
-        with self._lock:
-            self.frames += 1
-            first = not self._ready_sent
-            self._ready_sent = True
-        if first:
-            self._log.info("receiving frames")
-            self._status.ready()
+    def new_session(self) -> Path:
+        """Create the next session folder; retention from now on spares it (raises OSError)."""
+        session = layout.create_session_dir(self.settings.ssd_path)
+        self._deleted_before = (self.deleted_files, self.deleted_bytes)
+        self.retention = retention.Retention(
+            self.settings.ssd_path,
+            session,
+            min_free_bytes=self._min_free_bytes,
+            headroom_bytes=self._headroom_bytes,
+            max_age_s=self.settings.record_max_age_s,
+            log=self._log,
+        )
+        self.session = session
+        return session
+
+    @property
+    def deleted_files(self) -> int:
+        return self._deleted_before[0] + (self.retention.deleted_files if self.retention else 0)
+
+    @property
+    def deleted_bytes(self) -> int:
+        return self._deleted_before[1] + (self.retention.deleted_bytes if self.retention else 0)
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.settings.ssd_path).free
+
+    def run_retention(self) -> None:
+        if self.retention is not None:
+            self.retention.run()
 
     def on_element_message(self, message: Gst.Message) -> None:  # main loop
         structure = message.get_structure()
@@ -101,16 +300,23 @@ class Recording:
             return
         if structure.get_name() == FRAGMENT_CLOSED:
             self.chunks += 1
-            self._finished(layout.LATEST_VIDEO, structure.get_string("location"))
+            self._finished(layout.LATEST_VIDEO, Path(structure.get_string("location")))
         elif structure.get_name() == SNAPSHOT_WRITTEN:
             self.snapshots += 1
-            self._finished(layout.LATEST_IMAGE, structure.get_string("filename"))
+            self._finished(layout.LATEST_IMAGE, Path(structure.get_string("filename")))
 
-    def _finished(self, link_name: str, path: str) -> None:
+    def snapshot_saved(self, path: Path) -> None:  # main loop
+        self.snapshots += 1
+        self._finished(layout.LATEST_IMAGE, path)
+
+    def _finished(self, link_name: str, path: Path) -> None:
+        with contextlib.suppress(OSError):
+            self.bytes += path.stat().st_size
         self._repoint(link_name, path)
-        self.retention.finished(path)
+        if self.retention is not None and path.parent == self.retention.current_session:
+            self.retention.finished(path)
 
-    def _repoint(self, link_name: str, target: str) -> None:
+    def _repoint(self, link_name: str, target: Path) -> None:
         self._log.debug("finished %s", target)
         try:
             self.links.point(link_name, target)
@@ -119,68 +325,422 @@ class Recording:
                 self._log.warning("cannot update %s/%s: %s", self.links.directory, link_name, err)
                 self._links_broken = True
 
-    def free_bytes(self) -> int:
-        return shutil.disk_usage(self.session).free
 
-    def report(self) -> None:
-        self._status.progress(
-            frames=self.frames,
-            idle=self.state == DISK_FULL,  # a known state, not a stall
-            state=self.state,
-            chunks=self.chunks,
-            snapshots=self.snapshots,
-            deleted_files=self.retention.deleted_files,
-            deleted_bytes=self.retention.deleted_bytes,
+class Recorder:
+    """The recorder's state and its pipelines, one after the other, driven from the GLib main
+    loop: by the frames, the once-a-second check of the disk, commands and stop signals."""
+
+    def __init__(self, settings: Settings, status: StatusWriter, log: logging.Logger) -> None:
+        self.settings = settings
+        self.status = status
+        self.log = log
+        self.wish_file = WishFile(commands.wish_path(settings), os.getppid(), log)
+        configured = Branches(video=settings.enable_video, images=settings.enable_images)
+        self.wish = self.wish_file.load(configured)  # what to record whenever possible
+        if self.wish != configured:
+            log.info(
+                "recording %s, as chosen at runtime under this controller (settings: %s)",
+                self.wish,
+                configured,
+            )
+        self.recordings: Recordings | None = None  # once SSD_PATH may be written to
+        self.recording = NOTHING  # the running pipeline's branches
+        self.open_session: Path | None = None  # the session being recorded (or paused) into
+        self.paused = False  # for a full disk
+        self.frames = 0
+        self.stopping = False
+        self.calls = MainLoopCalls()
+        # Finalising must finish before the controller's SIGKILL deadline.
+        self.eos_timeout_s = max(0.5, settings.stop_grace_s - 1.0)
+        self._runner: gst.PipelineRunner | None = None
+        self._quit_wait: Callable[[], None] | None = None
+        self._restarting = False  # the running pipeline is finishing, to be replaced
+        self._after_restart: list[Callable[[], None]] = []  # run once the next pipeline runs
+        self._failed_start: str | None = None  # why recording could not start, for the command
+        self._frames_lock = threading.Lock()
+        self._ready_sent = False
+
+    @property
+    def state(self) -> str:
+        if self.recordings is None:
+            return NO_DISK
+        if self.paused:
+            return DISK_FULL
+        return RECORDING if self.recording else OFF
+
+    # --- the main thread
+
+    def run(self) -> int:
+        signals = gst.on_stop_signals(self._stop, self.log)
+        try:
+            if not self._wait_for_mount():
+                return EXIT_OK
+            set_aside_interrupted_files(self.settings, self.log)
+            self.recordings = Recordings(self.settings, self.wish, self.log)
+            exit_code = self._keep_recording()
+        finally:
+            gst.remove_sources(signals)
+        self.log.info(
+            "stopped: %d chunks and %d snapshots finished (last session: %s)",
+            self.recordings.chunks,
+            self.recordings.snapshots,
+            self.recordings.session.name if self.recordings.session else "none",
         )
+        return exit_code
 
+    def _keep_recording(self) -> int:
+        """One pipeline after another, until told to stop or one fails."""
+        assert self.recordings is not None
+        while not self.stopping:
+            branches = self._branches_now()
+            if branches and self.recordings.free_bytes() < self.recordings.reserve_bytes:
+                self._pause_for_space()
+                branches = NOTHING
+            if not self.wish:
+                self.open_session = None
+            if branches and self.open_session is None:
+                try:
+                    self.open_session = self.recordings.new_session()
+                except OSError as err:
+                    self._failed_start = self._cannot_create_session(err)
+                    self.log.error("%s: recording stays off", self._failed_start)
+                    self.wish = NOTHING  # until asked again (a restarted recorder tries again)
+                    continue
+            exit_code, go_on = self._record(branches)
+            if not go_on:
+                return exit_code
+        return EXIT_OK
 
-def record(recording: Recording, log: logging.Logger) -> tuple[str, int]:
-    """One pipeline run into the session: until stopped, the feeder is lost, or the disk fills.
-    Returns (outcome, exit code); the outcome is DISK_FULL or "ended"."""
-    settings, session = recording.settings, recording.session
-    description = pipelines.recorder(
-        settings,
-        str(session),
-        first_chunk=layout.next_index(session, "video_"),
-        first_image=layout.next_index(session, "image_"),
-    )
-    # Finalising must finish before the controller's SIGKILL deadline.
-    runner = gst.PipelineRunner(
-        description, log, send_eos=True, eos_timeout_s=max(0.5, settings.stop_grace_s - 1.0)
-    )
-    shm_input = runner.element(pipelines.SHM_INPUT_ELEMENT)
-    disk_full = False
+    def _branches_now(self) -> Branches:
+        return NOTHING if self.paused else self.wish
 
-    def on_error(message: Gst.Message) -> bool:
-        nonlocal disk_full
-        if message.src is shm_input:
-            log.warning("lost the feeder: finalising the open chunk")
-            runner.finish_after(shm_input)
+    def _record(self, branches: Branches) -> tuple[int, bool]:
+        """One pipeline run with ``branches``; returns its exit code and whether to go on with
+        another (the branches changed, or the disk filled up)."""
+        settings, session = self.settings, self.open_session
+        description = pipelines.recorder(
+            settings,
+            str(session) if session else None,
+            first_chunk=layout.next_index(session, "video_") if branches.video and session else 0,
+            first_image=layout.next_index(session, "image_") if branches.images and session else 0,
+            video=branches.video,
+            images=branches.images,
+        )
+        runner = gst.PipelineRunner(
+            description, self.log, send_eos=True, eos_timeout_s=self.eos_timeout_s, stop_on_signals=False
+        )
+        shm_input = runner.element(pipelines.SHM_INPUT_ELEMENT)
+        out_of_space = False
+
+        def on_error(message: Gst.Message) -> bool:
+            nonlocal out_of_space
+            if message.src is shm_input:
+                self.log.warning("lost the feeder: finalising the open chunk")
+                runner.finish_after(shm_input)
+                return True
+            if message.parse_error()[0].matches(Gst.ResourceError.quark(), Gst.ResourceError.NO_SPACE_LEFT):
+                out_of_space = True
+                self._pause_for_space()
+            return False
+
+        assert self.recordings is not None
+        runner.on_error = on_error
+        runner.on_element_message = self.recordings.on_element_message
+        if branches.video:
+            counted = pipelines.VIDEO_QUEUE_ELEMENT
+        elif branches.images:
+            counted = pipelines.IMAGE_QUEUE_ELEMENT
+        else:
+            counted = pipelines.FRAME_QUEUE_ELEMENT
+        # Frames past the leaky queue: with recording on they stop when the disk blocks the writer.
+        gst.add_buffer_probe(runner.element(counted), "src", self._on_frame)
+        if branches.video:
+            pace_video(runner.element, settings.video_fps)
+        if branches:
+            self.log.info("recording %s into %s", branches, session)
+        elif not self.paused:
+            self.log.info("recording is off (snapshots can be taken)")
+        self.recording, self._runner, self._restarting = branches, runner, False
+        timer = GLib.timeout_add(int(PROGRESS_INTERVAL_S * 1000), self._every_second)
+        GLib.idle_add(self._started)
+        try:
+            exit_code = runner.run()
+        finally:
+            GLib.source_remove(timer)
+            # Nothing may keep the pipeline alive (on_error refers to the runner): a frame the
+            # latest-frame sink still holds would keep this reader connected to the feeder.
+            runner.on_error = runner.on_element_message = None
+            self.recording, self._runner = NOTHING, None
+        if self.stopping:
+            return exit_code, False
+        if out_of_space:
+            return EXIT_OK, True
+        return exit_code, exit_code == EXIT_OK and self._restarting
+
+    def _wait_for_mount(self) -> bool:
+        """RECORD_REQUIRE_MOUNT: wait until SSD_PATH is off the root file system, creating nothing
+        meanwhile (commands are answered); False if told to stop first."""
+        settings, log = self.settings, self.log
+        if not settings.record_require_mount or not layout.on_root_filesystem(settings.ssd_path):
             return True
-        if message.parse_error()[0].matches(Gst.ResourceError.quark(), Gst.ResourceError.NO_SPACE_LEFT):
-            disk_full = True
+        log.error(
+            "SSD_PATH %s is on the root file system, not a mounted disk (RECORD_REQUIRE_MOUNT=1): "
+            "not recording until it is mounted; the stream goes on",
+            settings.ssd_path,
+        )
+        self.status.ready()  # waiting for the disk is its job now: the stack comes up, the stream runs
+
+        def mounted() -> bool:
+            try:
+                if not layout.on_root_filesystem(settings.ssd_path):
+                    return True
+            except OSError as err:  # e.g. a disk going away mid-mount: not usable yet, check again
+                log.debug("cannot check SSD_PATH %s: %s", settings.ssd_path, err)
+            self.report()  # idle: not a stall
+            return False
+
+        if mounted() or self._wait_until(mounted):
+            log.info("SSD_PATH %s is on a mounted file system now: recording starts", settings.ssd_path)
+            return True
+        log.info("stopped while waiting for SSD_PATH %s to be mounted", settings.ssd_path)
         return False
 
-    def every_second() -> bool:
-        nonlocal disk_full
-        recording.retention.run()
-        recording.report()
-        if not disk_full and recording.free_bytes() < recording.reserve_bytes:
-            disk_full = True
-            runner.stop()  # EOS: the open chunk is finalised while there is still room
+    def _wait_until(self, condition: Callable[[], bool]) -> bool:
+        """Run the main loop, checking ``condition`` every PROGRESS_INTERVAL_S, until it holds
+        (True) or a stop signal comes (False)."""
+        loop = GLib.MainLoop()
+        held = False
+
+        def check() -> bool:
+            nonlocal held
+            held = condition()
+            if held:
+                loop.quit()
+            return not held
+
+        timer = GLib.timeout_add(int(PROGRESS_INTERVAL_S * 1000), check)
+        self._quit_wait = loop.quit
+        if not self.stopping:
+            loop.run()
+        self._quit_wait = None
+        if not held:
+            GLib.source_remove(timer)
+        return held
+
+    # --- the main loop
+
+    def _stop(self) -> None:
+        self.stopping = True
+        if self._runner is not None:
+            self._runner.stop()
+        if self._quit_wait is not None:
+            self._quit_wait()
+
+    def _started(self) -> bool:
+        """The new pipeline runs: do what waited for it (answers to commands)."""
+        self.report()
+        waiting, self._after_restart = self._after_restart, []
+        for work in waiting:
+            work()
+        self._failed_start = None  # told to the command that waited for this start, if any
+        return GLib.SOURCE_REMOVE
+
+    def _every_second(self) -> bool:
+        recordings = self.recordings
+        assert recordings is not None
+        recordings.run_retention()
+        if self.recording and not self._restarting and recordings.free_bytes() < recordings.reserve_bytes:
+            self._pause_for_space()
+            self._restart()  # EOS: the open chunk is finalised while there is still room
+        elif self.paused and recordings.free_bytes() >= 2 * recordings.reserve_bytes:
+            self.paused = False
+            self.log.info("space is back (%.1f MiB free): recording resumes", recordings.free_bytes() / MIB)
+            self._restart()
+        self.report()
         return GLib.SOURCE_CONTINUE
 
-    runner.on_error = on_error
-    runner.on_element_message = recording.on_element_message
-    branch = pipelines.VIDEO_QUEUE_ELEMENT if settings.enable_video else pipelines.IMAGE_QUEUE_ELEMENT
-    # Frames that made it past the leaky queue: they stop growing when the disk blocks the writer.
-    gst.add_buffer_probe(runner.element(branch), "src", recording.on_frame)
-    if settings.enable_video:
-        pace_video(runner.element, settings.video_fps)
-    timer = GLib.timeout_add(int(PROGRESS_INTERVAL_S * 1000), every_second)
-    exit_code = runner.run()
-    GLib.source_remove(timer)
-    return (DISK_FULL if disk_full else "ended"), (EXIT_OK if disk_full else exit_code)
+    def _pause_for_space(self) -> None:
+        assert self.recordings is not None
+        self.paused = True
+        self.log.warning(
+            "disk full: %.1f MiB free on %s, %.1f MiB needed: recording paused (the stream goes on)",
+            self.recordings.free_bytes() / MIB,
+            self.settings.ssd_path,
+            self.recordings.reserve_bytes / MIB,
+        )
+
+    def _restart(self) -> None:
+        """End the running pipeline (EOS: files are finalised) so the next one starts, with
+        what should be recorded by then."""
+        if self._runner is not None and not self._restarting:
+            self._restarting = True
+            self._runner.stop()
+
+    def report(self) -> None:
+        recordings = self.recordings
+        self.status.progress(
+            frames=self.frames,
+            idle=self.state in (DISK_FULL, NO_DISK),  # a known state, not a stall
+            state=self.state,
+            video=self.wish.video,
+            images=self.wish.images,
+            session=self.open_session.name if self.open_session else None,
+            chunks=recordings.chunks if recordings else 0,
+            snapshots=recordings.snapshots if recordings else 0,
+            bytes=recordings.bytes if recordings else 0,
+            deleted_files=recordings.deleted_files if recordings else 0,
+            deleted_bytes=recordings.deleted_bytes if recordings else 0,
+        )
+
+    def _set_wish(self, video: bool | None, images: bool | None) -> dict[str, Any] | None:
+        """The ``recording`` command on the main loop: its answer, or None when the answer
+        waits for the next pipeline."""
+        wish = Branches(
+            video=self.wish.video if video is None else video,
+            images=self.wish.images if images is None else images,
+        )
+        if wish != self.wish:
+            self.log.info("recording %s from now on (was %s), as asked at runtime", wish, self.wish)
+            self.wish = wish
+            self.wish_file.save(wish)
+            if self.recordings is not None:
+                self.recordings.plan_for(wish)
+            if not wish:
+                self.paused = False  # nothing to pause any more
+        if self._runner is not None and self._branches_now() != self.recording:
+            self._restart()
+        if self._restarting:
+            return None
+        if not wish:
+            self.open_session = None
+        self.report()
+        return self._recording_answer()
+
+    def _recording_answer(self) -> dict[str, Any]:
+        if self._failed_start:
+            raise CommandFailed(self._failed_start)
+        return {
+            "ok": True,
+            "video": self.wish.video,
+            "images": self.wish.images,
+            "session": self.open_session.name if self.open_session else None,
+            "state": self.state,
+        }
+
+    def _latest_frame(self) -> tuple[Gst.Element, Path] | None:
+        """For a snapshot, on the main loop: the appsink holding the latest frame and the folder
+        to save it in; None while the pipeline is being replaced (ask again once it runs)."""
+        recordings = self.recordings
+        ssd_path = self.settings.ssd_path
+        if recordings is None:
+            raise CommandFailed(
+                f"SSD_PATH {ssd_path} is not a mounted disk (RECORD_REQUIRE_MOUNT=1): no snapshot"
+            )
+        if self.paused:
+            free_mib = recordings.free_bytes() / MIB
+            raise CommandFailed(
+                f"the disk is full ({free_mib:.1f} MiB free on {ssd_path}): no snapshot until there is room"
+            )
+        if self.stopping:
+            raise CommandFailed("the recorder is stopping")
+        if self._runner is None or self._restarting:
+            return None
+        session = self.open_session or recordings.session
+        if session is None:
+            try:
+                session = recordings.new_session()
+            except OSError as err:
+                raise CommandFailed(self._cannot_create_session(err)) from None
+        return self._runner.element(pipelines.FRAME_SINK_ELEMENT), session
+
+    def _cannot_create_session(self, err: OSError) -> str:
+        return f"cannot create a session folder under {self.settings.ssd_path}: {err.strerror or err}"
+
+    # --- the command thread
+
+    def handle_command(self, message: dict[str, Any]) -> dict[str, Any]:
+        try:
+            command = message["command"]
+            if command == "recording":
+                return self._recording_command(message)
+            if command == "snapshot":
+                return self._snapshot_command()
+            raise CommandFailed(f"unknown command {command!r} (known: recording, snapshot)")
+        except CommandFailed as err:
+            return {"ok": False, "error": str(err)}
+
+    def _recording_command(self, message: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(message) - {"command", "video", "images"})
+        if unknown:
+            raise CommandFailed(f"unknown field(s) of recording: {', '.join(unknown)}")
+        video, images = message.get("video"), message.get("images")
+        for name, value in (("video", video), ("images", images)):
+            if value is not None and not isinstance(value, bool):
+                raise CommandFailed(f"{name} must be true, false or null (unchanged), not {value!r}")
+
+        def work(future: Future[dict[str, Any]]) -> None:
+            answer = self._set_wish(video, images)
+            if answer is not None:
+                future.set_result(answer)
+            else:
+                self._after_restart.append(functools.partial(_settle, future, self._recording_answer))
+
+        return self.calls.call(work, self.eos_timeout_s + COMMAND_SLACK_S)
+
+    def _snapshot_command(self) -> dict[str, Any]:
+        def work(future: Future[tuple[Gst.Element, Path]]) -> None:
+            found = self._latest_frame()
+            if found is not None:
+                future.set_result(found)
+            else:
+                self._after_restart.append(functools.partial(_settle, future, self._snapshot_source))
+
+        deadline = time.monotonic() + SNAPSHOT_FRAME_TIMEOUT_S
+        while True:
+            appsink, session = self.calls.call(work, self.eos_timeout_s + COMMAND_SLACK_S)
+            sample = gst.pull_sample(appsink, max(0.0, deadline - time.monotonic()))
+            del appsink  # nothing here may keep a pipeline alive once the recorder ends it
+            if sample is not None:
+                break
+            if time.monotonic() >= deadline:
+                raise CommandFailed(f"no frame from the camera within {SNAPSHOT_FRAME_TIMEOUT_S:g} s")
+            # Otherwise its pipeline was ending (the disk filled up, say): ask for the next one.
+        try:
+            jpeg, width, height = gst.encode_jpeg(sample)
+        except GLib.Error as err:
+            raise CommandFailed(f"cannot encode the frame as JPEG: {err.message}") from None
+        try:
+            path = layout.save_snapshot(session, jpeg)
+        except OSError as err:
+            raise CommandFailed(f"cannot save the snapshot in {session}: {err.strerror or err}") from None
+        self.log.info("snapshot saved: %s", path)
+        with contextlib.suppress(CommandFailed):  # saved all the same, if the recorder is stopping
+            self.calls.call(
+                functools.partial(_settle, work=functools.partial(self._snapshot_saved, path)),
+                COMMAND_SLACK_S,
+            )
+        return {"ok": True, "path": str(path), "session": session.name, "width": width, "height": height}
+
+    def _snapshot_source(self) -> tuple[Gst.Element, Path]:
+        found = self._latest_frame()
+        if found is None:
+            raise CommandFailed("the recorder is changing its pipeline: try again")
+        return found
+
+    def _snapshot_saved(self, path: Path) -> None:
+        if self.recordings is not None:
+            self.recordings.snapshot_saved(path)
+
+    # --- streaming threads
+
+    def _on_frame(self, _buffer: object) -> None:
+        with self._frames_lock:
+            self.frames += 1
+            first = not self._ready_sent
+            self._ready_sent = True
+        if first:
+            self.log.info("receiving frames")
+            self.status.ready()
 
 
 def pace_video(element: Callable[[str], Gst.Element], fps: int) -> None:
@@ -193,61 +753,11 @@ def pace_video(element: Callable[[str], Gst.Element], fps: int) -> None:
     )
 
 
-def wait_for_space(recording: Recording, log: logging.Logger) -> bool:
-    """Pause until there is room again (twice the reserve); False if told to stop meanwhile."""
-    recording.state = DISK_FULL
-    mib = 1 << 20
-    log.warning(
-        "disk full: %.1f MiB free on %s, %.1f MiB needed: recording paused (the stream goes on)",
-        recording.free_bytes() / mib,
-        recording.settings.ssd_path,
-        recording.reserve_bytes / mib,
-    )
-
-    def room() -> bool:
-        recording.retention.run()  # maximum age, or space the user freed, may let it go on
-        recording.report()
-        return recording.free_bytes() >= 2 * recording.reserve_bytes
-
-    if not gst.wait_until(room, PROGRESS_INTERVAL_S, log):
-        return False
-    recording.state = "recording"
-    log.info("space is back (%.1f MiB free): recording resumes", recording.free_bytes() / mib)
-    return True
-
-
-def wait_for_mount(settings: Settings, status: StatusWriter, log: logging.Logger) -> bool:
-    """RECORD_REQUIRE_MOUNT: wait until SSD_PATH is off the root file system, creating nothing
-    meanwhile; False if told to stop first."""
-    if not settings.record_require_mount or not layout.on_root_filesystem(settings.ssd_path):
-        return True
-    log.error(
-        "SSD_PATH %s is on the root file system, not a mounted disk (RECORD_REQUIRE_MOUNT=1): "
-        "not recording until it is mounted; the stream goes on",
-        settings.ssd_path,
-    )
-    status.ready()  # waiting for the disk is its job now: the stack comes up, the stream runs
-
-    def mounted() -> bool:
-        try:
-            if not layout.on_root_filesystem(settings.ssd_path):
-                return True
-        except OSError as err:  # e.g. a disk going away mid-mount: not usable yet, check again
-            log.debug("cannot check SSD_PATH %s: %s", settings.ssd_path, err)
-        status.progress(frames=0, idle=True, state=NO_DISK, chunks=0, snapshots=0)  # not a stall
-        return False
-
-    if mounted() or gst.wait_until(mounted, PROGRESS_INTERVAL_S, log):
-        log.info("SSD_PATH %s is on a mounted file system now: recording starts", settings.ssd_path)
-        return True
-    log.info("stopped while waiting for SSD_PATH %s to be mounted", settings.ssd_path)
-    return False
-
-
 def set_aside_interrupted_files(settings: Settings, log: logging.Logger) -> None:
     """A recorder killed in the first half second of a chunk (before its first fragment) or in
-    the middle of writing a snapshot leaves a file nothing can play. Check the newest chunk and
-    snapshot of the previous session and rename what cannot be read."""
+    the middle of writing a JPEG leaves a file nothing can play. Check the newest chunk and
+    image of the previous session and rename what cannot be read; remove the temporary file of
+    a snapshot it was saving."""
     previous = layout.sessions(settings.ssd_path)
     if not previous:
         return
@@ -259,32 +769,21 @@ def set_aside_interrupted_files(settings: Settings, log: logging.Logger) -> None
         if problem:
             log.warning("%s cannot be played (%s): renamed to *%s", path, problem, layout.UNPLAYABLE_SUFFIX)
             layout.set_aside(path)
+    for leftover in layout.interrupted_snapshots(previous[-1]):
+        log.info("removing %s, a snapshot that was being saved when the recorder was killed", leftover)
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
 
 
 def run(settings: Settings, status: StatusWriter, log: logging.Logger) -> int:
-    if not (settings.enable_video or settings.enable_images):
-        log.info("ENABLE_VIDEO and ENABLE_IMAGES are both off: nothing to record")
-        return EXIT_OK
-    if not wait_for_mount(settings, status, log):
-        return EXIT_OK
-    set_aside_interrupted_files(settings, log)
-    session = layout.create_session_dir(settings.ssd_path)
-    recording = Recording(settings, session, status, log)
-    what = " and ".join(
-        name for name, on in (("video", settings.enable_video), ("images", settings.enable_images)) if on
-    )
-    log.info("recording %s into %s", what, session)
-    exit_code = EXIT_OK
-    while True:
-        if recording.free_bytes() < recording.reserve_bytes and not wait_for_space(recording, log):
-            break
-        outcome, exit_code = record(recording, log)
-        if outcome != DISK_FULL:
-            break
-    log.info(
-        "stopped: %d chunks and %d snapshots finished in %s", recording.chunks, recording.snapshots, session
-    )
-    return exit_code
+    recorder = Recorder(settings, status, log)
+    server = commands.CommandServer(commands.socket_path(settings), recorder.handle_command, log)
+    server.start()
+    try:
+        return recorder.run()
+    finally:
+        recorder.calls.close()  # a command still waiting is answered: the recorder is stopping
+        server.close()
 
 
 def main() -> int:

@@ -196,8 +196,12 @@ def test_power_cut_loses_at_most_about_a_second_and_the_next_start_works(env, st
     # Cut halfway through the fragment being written (a placement, not a wait for a condition).
     time.sleep(pipelines.RECORD_FRAGMENT_MS / 2000)
     stack = [drone.pid, *(drone.worker_pid(w) for w in ("feeder", "recorder", "rtsp"))]
-    for pid in stack:  # everything at once, nobody gets to clean up
-        os.kill(pid, signal.SIGKILL)
+    # Everything at once, nobody gets to clean up: frozen first, then killed. (Killed one by one,
+    # a worker could run its SIGTERM handler, which the controller's death sends it, before its
+    # own SIGKILL arrives on a loaded machine, and tidy up as a power cut never would.)
+    for signum in (signal.SIGSTOP, signal.SIGKILL):
+        for pid in stack:
+            os.kill(pid, signum)
     cut_at = time.time()
     drone.wait()
     wait_until(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in stack[1:]), 10, "the workers to die")

@@ -78,6 +78,8 @@ def named_elements(s: config.Settings) -> list[tuple[str, dict[str, str]]]:
                 pipelines.VIDEO_SINK_ELEMENT: "splitmuxsink",
                 pipelines.IMAGE_QUEUE_ELEMENT: "queue",
                 pipelines.IMAGE_SINK_ELEMENT: "multifilesink",
+                pipelines.FRAME_QUEUE_ELEMENT: "queue",
+                pipelines.FRAME_SINK_ELEMENT: "appsink",
             },
         ),
         (
@@ -112,7 +114,7 @@ def test_descriptions_parse_into_the_named_elements(tmp_path, camera_setting):
 def test_recorder_encodes_chunks_and_snapshots(settings):
     description = pipelines.recorder(settings, "/ssd/00001_x")
     assert description.startswith('shmsrc name=shm_input socket-path="/tmp/drone_cam_rec.sock" ')
-    video, images = description.split(" record. ! ")[1:]
+    latest_frame, video, images = description.split(" record. ! ")
     assert video.startswith("queue name=video_queue leaky=downstream max-size-buffers=6 ")
     # keyframes are forced every 23 frames' time by the recorder; x264's own interval is a backstop
     assert "x264enc name=video_encoder speed-preset=superfast bitrate=4000 key-int-max=46 " in video
@@ -122,6 +124,11 @@ def test_recorder_encodes_chunks_and_snapshots(settings):
     assert 'sink="filesink buffer-mode=unbuffered"' in video
     assert "videorate drop-only=true max-rate=1 ! jpegenc" in images
     assert 'location="/ssd/00001_x/image_%06d.jpg" index=0 post-messages=true' in images
+    assert latest_frame.endswith(
+        "! tee name=record ! queue name=frame_queue leaky=downstream max-size-buffers=1 max-size-bytes=0 "
+        "max-size-time=0 ! appsink name=latest_frame max-buffers=1 drop=true sync=false wait-on-eos=false "
+        "enable-last-sample=false"
+    )
     resumed = pipelines.recorder(settings, "/ssd/00001_x", first_chunk=7, first_image=40)
     assert "start-index=7 " in resumed and "index=40 " in resumed
 
@@ -177,19 +184,30 @@ def test_x264_adds_no_keyframes_of_its_own_between_the_forced_ones():
         assert pipelines.record_encoder_key_int_max(fps) == 2 * gop, fps
 
 
-@pytest.mark.parametrize(("video", "images", "branches"), [("1", "0", 1), ("0", "1", 1)])
+@pytest.mark.parametrize(("video", "images", "branches"), [("1", "0", 1), ("0", "1", 1), ("0", "0", 0)])
 def test_recorder_branches_follow_the_settings(tmp_path, video, images, branches):
     s = config.load({"HOME": str(tmp_path), "ENABLE_VIDEO": video, "ENABLE_IMAGES": images})
     description = pipelines.recorder(s, "/ssd/x")
     assert description.count("record. ! ") == branches
     assert ("x264enc" in description) == (video == "1")
     assert ("jpegenc" in description) == (images == "1")
+    assert "appsink name=latest_frame" in description  # snapshots can be taken whatever is recorded
 
 
-def test_recorder_with_nothing_to_record_is_an_error(tmp_path):
-    s = config.load({"HOME": str(tmp_path), "ENABLE_VIDEO": "0", "ENABLE_IMAGES": "0"})
-    with pytest.raises(ValueError, match="nothing to record"):
-        pipelines.recorder(s, "/ssd/x")
+@pytest.mark.parametrize(("video", "images"), [(True, False), (False, True), (True, True), (False, False)])
+def test_recorder_branches_can_be_chosen_at_runtime(video, images):
+    """What the recorder is asked to record overrides the settings (both on here)."""
+    s = config.load({"HOME": "/tmp", "ENABLE_VIDEO": "1", "ENABLE_IMAGES": "1"})
+    description = pipelines.recorder(s, "/ssd/x" if video or images else None, video=video, images=images)
+    assert ("x264enc" in description) == video
+    assert ("jpegenc" in description) == images
+    assert description.count("record. ! ") == video + images
+
+
+def test_recording_needs_a_session_folder(tmp_path):
+    s = config.load({"HOME": str(tmp_path)})
+    with pytest.raises(ValueError, match="needs a session folder"):
+        pipelines.recorder(s, None, video=True, images=False)
 
 
 def test_rtsp_media_is_low_latency_h264_for_a_shared_factory(settings):

@@ -20,8 +20,10 @@ from pathlib import Path
 import pytest
 
 from streamer.media import shm
+from streamer.runtime import state
 from streamer.storage import layout
-from tests.harness import TEST_HEIGHT, TEST_WIDTH, Proc, shm_segments, short_tempdir, stack_env
+from streamer.testing import wait_state
+from tests.harness import TEST_FPS, TEST_HEIGHT, TEST_WIDTH, Proc, shm_segments, short_tempdir, stack_env
 from tests.media import CHUNK_S, LinkWatch, decodes_cleanly, jpeg_size, video_info, wait_for_chunks
 
 RUN_SECONDS = 20
@@ -205,13 +207,20 @@ def test_images_only_records_no_video(env, start):
     assert len(list(session.glob("image_*.jpg"))) >= 3
 
 
-def test_recorder_is_not_started_with_video_and_images_off(env, start):
+def test_with_video_and_images_off_the_recorder_idles_and_writes_nothing(env, start):
+    """Recording can be started at runtime: the recorder runs, receiving frames, writing nothing."""
     env.update(ENABLE_VIDEO="0", ENABLE_IMAGES="0", ENABLE_RTSP="0")
     drone = start("streamer.drone", env)
-    drone.wait_for("stack is up: feeder$")
-    drone.signal(signal.SIGTERM)
-    assert drone.wait() == 0
-    assert "recorder" not in drone.output
+    drone.wait_for("stack is up: feeder, recorder$")
+
+    def idling(current: state.StackState) -> bool:
+        progress = current.workers["recorder"].progress
+        return progress.get("state") == "off" and progress.get("frames", 0) >= 2 * TEST_FPS
+
+    wait_state(env, idling, 30, "the recorder to idle, receiving frames", drone)
+    assert drone.stop() == 0
+    ssd = Path(env["SSD_PATH"])
+    assert not [path for path in ssd.rglob("*") if path.is_file()]
 
 
 def test_files_a_killed_recorder_left_half_written_are_set_aside(env, start):

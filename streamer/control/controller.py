@@ -32,6 +32,7 @@ from streamer.control.children import Child, ChildSet, WorkerSpec
 from streamer.control.instance import AlreadyRunning, InstanceLock
 from streamer.control.policies import ProgressWatch, RestartPolicy
 from streamer.control.publisher import StatePublisher
+from streamer.control.systemd import Notifier
 from streamer.control.workers import FEEDER, Worker, consumer_specs, service_specs, stall_limit
 from streamer.runtime import logs, state
 from streamer.runtime.worker import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
@@ -68,12 +69,14 @@ class Controller:
         self.services: dict[WorkerSpec, Worker] = {}  # the web worker: outlives the stack's runs
         self.lock = InstanceLock(settings.shm_recorder_socket + ".lock")
         self.published = StatePublisher(state.state_file(self.lock.path), log)
+        self.notifier = Notifier.from_environ(os.environ, log)  # systemd's, when run as its service
         self._stop_requested = False
         self._owned_pids: set[int] = set()
 
     def request_stop(self, signum: int, _frame: FrameType | None = None) -> None:
         if not self._stop_requested:
             self.log.info("received %s, stopping the stack", signal.Signals(signum).name)
+            self.notifier.stopping()
         self._stop_requested = True
 
     def run(self) -> int:
@@ -105,8 +108,10 @@ class Controller:
             return EXIT_CONFIG
         finally:
             self._stop_services()
+            hygiene.forget_recording_wish(self.settings)
             self.published.finish()  # before the lock goes: a new stack may publish at once
             self.lock.release()
+            self.notifier.close()
         self.log.info("stopped")
         return EXIT_OK
 
@@ -125,6 +130,7 @@ class Controller:
                 return
             delay = self.policy.failed(failure.quiet_s)
             self.published.restarted("stack", failure.reason, delay, failure.cause)
+            self.notifier.status(f"restarting in {delay:.1f} s after: {failure.reason}")
             backing_off = " (backing off)" if self.policy.failures > 1 else ""
             self.log.warning(
                 "restarting the stack in %.1f s: %d failures in the last %.0f s%s",
@@ -141,13 +147,17 @@ class Controller:
     def _run_stack(self) -> None:
         self.policy.started()
         self.published.stack(state.STARTING)
+        self.notifier.status("starting")
         self._start_and_wait_ready([FEEDER])
         self._start_and_wait_ready(consumer_specs(self.settings))
         if self._stop_requested:
             return
         self.policy.ready()
         self.published.stack(state.UP)
-        self.log.info("stack is up: %s", ", ".join(worker.name for worker in self.workers.values()))
+        names = ", ".join(worker.name for worker in self.workers.values())
+        self.notifier.ready()  # after the state file says up: a unit that is active is serving
+        self.notifier.status(f"up: {names}")
+        self.log.info("stack is up: %s", names)
         while not self._stop_requested:
             self._tend()
             self._check_workers()
@@ -171,6 +181,7 @@ class Controller:
         self.children.pump(timeout_s)
         self._check_services()
         self.published.tick()
+        self.notifier.watchdog()
 
     def _check_workers(self) -> None:
         for worker in list(self.workers.values()):

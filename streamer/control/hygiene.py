@@ -4,6 +4,7 @@ killed run left behind (socket files, ``/dev/shm`` segments, a stale state file)
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -14,7 +15,7 @@ import sys
 from streamer.config import Settings
 from streamer.control.instance import AlreadyRunning, InstanceLock
 from streamer.media import shm
-from streamer.runtime import state
+from streamer.runtime import commands, state
 
 # What a worker needs of its interpreter, checked in a child so the controller itself never
 # loads GStreamer.
@@ -63,11 +64,19 @@ def start_up(settings: Settings, lock: InstanceLock, owned_pids: set[int], log: 
     ours to clear (those still leaking something stay in it)."""
     owned_pids.update(lock.acquire())
     state.remove(state.state_file(lock.path))  # the lock is ours: any state file is stale
+    forget_recording_wish(settings)  # a new controller starts from the settings
     clear_leftovers(settings, lock, owned_pids, log, refuse_if_served=True)
     if settings.enable_rtsp and port_in_use(settings.rtsp_bind, settings.rtsp_port):
         raise AlreadyRunning(f"RTSP port {settings.rtsp_port} is in use by another process")
     if settings.enable_http and port_in_use(settings.http_bind, settings.http_port):
         raise AlreadyRunning(f"HTTP port {settings.http_port} is in use by another process (HTTP_PORT)")
+
+
+def forget_recording_wish(settings: Settings) -> None:
+    """Remove the operator's runtime choice of what to record (``commands.wish_path``): it
+    holds for restarts under one controller, not for the next one."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(commands.wish_path(settings))
 
 
 def clear_leftovers(

@@ -42,6 +42,11 @@ class PipelineRunner:
 
     On SIGTERM/SIGINT the runner either sends EOS and waits (up to ``eos_timeout_s``) for it to
     reach the sinks, so muxers can finalise their files, or stops at once (``send_eos=False``).
+    A worker that runs several pipelines in turn handles the signals itself for its whole life
+    (``stop_on_signals=False``) and calls ``stop``: a signal between two runs is not lost then.
+    Once ``run`` returns, the runner holds on to nothing in the main loop (bus handler, timers),
+    so the pipeline is freed with the runner: a frame one of its elements still holds keeps a
+    shared-memory reader connected, which fills the feeder's area.
     """
 
     def __init__(
@@ -51,6 +56,7 @@ class PipelineRunner:
         *,
         send_eos: bool = False,
         eos_timeout_s: float = 5.0,
+        stop_on_signals: bool = True,
     ) -> None:
         self.log = log
         self.pipeline: Gst.Pipeline = Gst.parse_launch(description)
@@ -58,7 +64,9 @@ class PipelineRunner:
         self.exit_code = EXIT_OK
         self._send_eos = send_eos
         self._eos_timeout_s = eos_timeout_s
+        self._stop_on_signals = stop_on_signals
         self._stopping = False
+        self._eos_timer: int | None = None
         self.on_element_message: Callable[[Gst.Message], None] | None = None
         # Returns True if it handled the error (the pipeline goes on, e.g. to finish with EOS).
         self.on_error: Callable[[Gst.Message], bool] | None = None
@@ -72,8 +80,8 @@ class PipelineRunner:
     def run(self) -> int:
         bus = self.pipeline.get_bus()
         bus.add_signal_watch()
-        bus.connect("message", self._on_message)
-        sources = on_stop_signals(self.stop, self.log)
+        handler = bus.connect("message", self._on_message)
+        sources = on_stop_signals(self.stop, self.log) if self._stop_on_signals else []
         try:
             if self.pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
                 # The error message with the reason is already on the bus.
@@ -83,7 +91,11 @@ class PipelineRunner:
             self.loop.run()
         finally:
             self.pipeline.set_state(Gst.State.NULL)
+            bus.disconnect(handler)  # it refers to the runner: a cycle through C, never collected
             bus.remove_signal_watch()
+            if self._eos_timer is not None:
+                remove_sources([self._eos_timer])
+                self._eos_timer = None
             remove_sources(sources)
         return self.exit_code
 
@@ -110,9 +122,10 @@ class PipelineRunner:
         self._expect_eos()
 
     def _expect_eos(self) -> None:
-        GLib.timeout_add(int(self._eos_timeout_s * 1000), self._on_eos_timeout)
+        self._eos_timer = GLib.timeout_add(int(self._eos_timeout_s * 1000), self._on_eos_timeout)
 
     def _on_eos_timeout(self) -> bool:
+        self._eos_timer = None
         self.log.warning("end-of-stream did not arrive within %.1f s, stopping anyway", self._eos_timeout_s)
         self.loop.quit()
         return GLib.SOURCE_REMOVE
@@ -158,28 +171,6 @@ def on_stop_signals(callback: Callable[[], None], log: logging.Logger) -> list[i
 def remove_sources(source_ids: list[int]) -> None:
     for source_id in source_ids:
         GLib.source_remove(source_id)
-
-
-def wait_until(condition: Callable[[], bool], interval_s: float, log: logging.Logger) -> bool:
-    """Run a main loop, checking ``condition`` every ``interval_s``, until it holds (True) or a
-    stop signal arrives (False)."""
-    loop = GLib.MainLoop()
-    held = False
-
-    def check() -> bool:
-        nonlocal held
-        held = condition()
-        if held:
-            loop.quit()
-        return not held
-
-    sources = on_stop_signals(loop.quit, log)
-    timer = GLib.timeout_add(int(interval_s * 1000), check)
-    loop.run()
-    remove_sources(sources)
-    if not held:
-        GLib.source_remove(timer)
-    return held
 
 
 def add_buffer_probe(element: Gst.Element, pad_name: str, callback: Callable[[Gst.Buffer], None]) -> None:
@@ -252,6 +243,27 @@ def force_keyframes(encoder: Gst.Element, gop_index: Callable[[int], int]) -> No
     encoder.get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER, probe)
 
 
+def pull_sample(appsink: Gst.Element, timeout_s: float) -> Gst.Sample | None:
+    """The frame an ``appsink`` holds, or the next one within ``timeout_s``; None if none came,
+    or the sink is stopping (end-of-stream, or its pipeline is being taken down). Safe from any
+    thread. The appsink keeps the last sample it handed out until it is freed itself."""
+    return appsink.emit("try-pull-sample", int(timeout_s * Gst.SECOND))
+
+
+def encode_jpeg(sample: Gst.Sample, timeout_s: float = 5.0) -> tuple[bytes, int, int]:
+    """A raw video frame as a JPEG of its own size: (the JPEG's bytes, width, height).
+
+    GstVideo converts it in a pipeline of its own (videoconvert, jpegenc), in the calling
+    thread. Raises GLib.Error if it cannot (e.g. no JPEG encoder).
+    """
+    jpeg = GstVideo.video_convert_sample(
+        sample, Gst.Caps.from_string("image/jpeg"), int(timeout_s * Gst.SECOND)
+    )
+    size = jpeg.get_caps().get_structure(0)
+    buffer = jpeg.get_buffer()
+    return buffer.extract_dup(0, buffer.get_size()), size.get_int("width")[1], size.get_int("height")[1]
+
+
 class DeviceError(RuntimeError):
     pass
 
@@ -292,3 +304,13 @@ def unreadable(path: str, timeout_s: float = 5.0) -> str | None:
     if info.get_result() != GstPbutils.DiscovererResult.OK or not info.get_video_streams():
         return f"no readable video ({info.get_result().value_nick})"
     return None
+
+
+def element_by_factory(container: Gst.Bin, factory: str) -> Gst.Element:
+    """The first element made by ``factory`` (e.g. ``"videorate"``) anywhere in ``container``:
+    for elements a launch description leaves unnamed."""
+    for element in container.iterate_recurse():
+        made_by = element.get_factory()
+        if made_by is not None and made_by.get_name() == factory:
+            return element
+    raise LookupError(f"pipeline has no {factory} element")

@@ -30,16 +30,26 @@ Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 class CommandError(Exception):
-    """The command was refused or failed, or no recorder answered; the message says why."""
+    """The recorder refused the command, or it failed; the message says why."""
+
+
+class RecorderUnavailable(CommandError):
+    """No recorder answered: none is running, or it is restarting, or it took too long."""
 
 
 def socket_path(settings: Settings) -> str:
     return settings.shm_recorder_socket + ".control"
 
 
+def wish_path(settings: Settings) -> str:
+    """Where the recorder keeps the operator's choice of what to record, for its next start
+    under the same controller (the controller removes it when it starts and when it leaves)."""
+    return settings.shm_recorder_socket + ".recording.json"
+
+
 def request(path: str, command: str, timeout_s: float = 10.0, **fields: Any) -> dict[str, Any]:
     """Send ``command`` to the worker listening at ``path`` and return its answer (``ok`` true);
-    raise CommandError otherwise."""
+    raise RecorderUnavailable when none answers, CommandError when it refuses."""
     line = json.dumps({"command": command, **fields}).encode() + b"\n"
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
@@ -49,15 +59,15 @@ def request(path: str, command: str, timeout_s: float = 10.0, **fields: Any) -> 
             with connection.makefile("rb") as answers:
                 answer = answers.readline(MAX_LINE_BYTES + 1)
     except (FileNotFoundError, ConnectionRefusedError):
-        raise CommandError("the recorder is not running") from None
+        raise RecorderUnavailable("the recorder is not running") from None
     except TimeoutError:
-        raise CommandError(f"the recorder did not answer within {timeout_s:g} s") from None
+        raise RecorderUnavailable(f"the recorder did not answer within {timeout_s:g} s") from None
     except OSError as err:
-        raise CommandError(f"cannot reach the recorder: {err.strerror or err}") from None
+        raise RecorderUnavailable(f"cannot reach the recorder: {err.strerror or err}") from None
     try:
         reply = json.loads(answer)
     except ValueError:
-        raise CommandError("the recorder gave no answer (it may be restarting)") from None
+        raise RecorderUnavailable("the recorder gave no answer (it may be restarting)") from None
     if not isinstance(reply, dict) or reply.get("ok") is not True:
         error = reply.get("error") if isinstance(reply, dict) else None
         raise CommandError(str(error or "the recorder refused the command"))

@@ -4,6 +4,7 @@
       00001_2026-11-23T23-04-05Z/     one folder per recorder start ("session")
         video_00000.mp4               H.264 MP4 chunks of 5.5 s, in time order
         image_000000.jpg              one JPEG per second, in time order
+        snapshot_00000.jpg            full-size JPEGs taken on demand, in time order
       drone_temp/
         latest_video.mp4 -> ../00001_2026-11-23T23-04-05Z/video_00012.mp4
         latest_image.jpg -> ../00001_2026-11-23T23-04-05Z/image_000067.jpg
@@ -12,10 +13,14 @@ Session folders start with a sequence number so they sort in creation order even
 clock is wrong (companion computers often boot without a real-time clock), and are created
 exclusively, so nothing ever writes into an earlier session. Names avoid ':' so they survive
 FAT/exFAT media.
+
+Snapshots are written under a temporary dot-name, flushed and renamed: a ``snapshot_*.jpg`` is
+always whole, and what a killed recorder leaves is a ``.snapshot_*.tmp`` nothing looks at.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -26,6 +31,8 @@ LATEST_VIDEO = "latest_video.mp4"
 LATEST_IMAGE = "latest_image.jpg"
 VIDEO_PATTERN = "video_%05d.mp4"
 IMAGE_PATTERN = "image_%06d.jpg"
+SNAPSHOT_PREFIX = "snapshot_"
+SNAPSHOT_PATTERN = SNAPSHOT_PREFIX + "%05d.jpg"
 UNPLAYABLE_SUFFIX = ".unplayable"
 
 _SESSION_RE = re.compile(r"(\d{5,})_")
@@ -78,6 +85,30 @@ def next_index(session: Path, prefix: str) -> int:
         if name.startswith(prefix) and (digits := name[len(prefix) :].split(".", 1)[0]).isdigit()
     ]
     return max(numbers, default=-1) + 1
+
+
+def save_snapshot(session: Path, jpeg: bytes) -> Path:
+    """Write ``jpeg`` as the session's next ``snapshot_NNNNN.jpg`` and return its path. The
+    name appears only once the whole file is on disk (temporary name, fsync, rename); on an
+    error (e.g. the disk is full) nothing is left behind and OSError is raised."""
+    path = session / (SNAPSHOT_PATTERN % next_index(session, SNAPSHOT_PREFIX))
+    temporary = session / f".{path.stem}.tmp"
+    try:
+        with open(temporary, "wb") as out:
+            out.write(jpeg)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
+    return path
+
+
+def interrupted_snapshots(session: Path) -> list[Path]:
+    """Temporary files of snapshots a killed recorder was writing in ``session``."""
+    return sorted(session.glob(f".{SNAPSHOT_PREFIX}*.tmp"))
 
 
 def recording_bytes_per_second(

@@ -2,10 +2,10 @@
 
 Runs inside the recorder, which knows which files are finished and which one is being written.
 Only the recorder's own layout is touched (see ``streamer.storage``): ``video_*.mp4``,
-``image_*.jpg`` and ``*.unplayable`` files inside session folders, and then the emptied session
-folders. Never deleted: the chunk or snapshot being written, the targets of the ``latest_*``
-links, and anything else under SSD_PATH (a user's files, even inside a session folder, which
-then stays).
+``image_*.jpg``, ``snapshot_*.jpg`` and ``*.unplayable`` files inside session folders, and then
+the emptied session folders. Never deleted: the chunk or snapshot being written, the targets of
+the ``latest_*`` links, and anything else under SSD_PATH (a user's files, even inside a session
+folder, which then stays).
 
 Cheap on a disk holding days of footage: SSD_PATH is listed once at start; older sessions are
 then consumed oldest first, one folder listing each, when deletion reaches them; the current
@@ -27,7 +27,9 @@ from pathlib import Path
 
 from streamer.storage import layout
 
-_RECORDING_RE = re.compile(r"(video_\d+\.mp4|image_\d+\.jpg)(" + re.escape(layout.UNPLAYABLE_SUFFIX) + r")?")
+_RECORDING_RE = re.compile(
+    r"(video_\d+\.mp4|image_\d+\.jpg|snapshot_\d+\.jpg)(" + re.escape(layout.UNPLAYABLE_SUFFIX) + r")?"
+)
 MAX_DELETIONS_PER_PASS = 1000  # keeps one pass short on the recorder's main loop
 
 
