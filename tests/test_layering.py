@@ -1,6 +1,6 @@
 """Dependencies run one way (see README, "Code layout").
 
-    config  ←  runtime  ←  storage, media  ←  workers (feeder, recorder, rtsp)
+    config  ←  runtime  ←  storage, media  ←  workers (feeder, recorder, rtsp, web)
                    ↖  control (the controller; no GStreamer)  ←  drone
 
 Read from the source (every import, also those inside functions) and, for "never loads
@@ -19,7 +19,7 @@ import pytest
 from tests.harness import ROOT
 
 PACKAGE = ROOT / "streamer"
-WORKERS = ("streamer.feeder", "streamer.recorder", "streamer.rtsp")
+WORKERS = ("streamer.feeder", "streamer.recorder", "streamer.rtsp", "streamer.web")
 CONTROLLER = ("streamer.control", "streamer.drone")
 # What each part may import of the project (besides itself).
 ALLOWED = {
@@ -29,6 +29,10 @@ ALLOWED = {
     "streamer.media": {"streamer.config", "streamer.runtime", "streamer.storage"},
     "streamer.control": {"streamer.config", "streamer.runtime", "streamer.media.shm"},
     "streamer.drone": {"streamer.control"},
+    # The web worker reads the controller's published state (runtime), never the controller.
+    "streamer.web": {"streamer.config", "streamer.runtime", "streamer.storage", "streamer.media"},
+    # A tool beside the stack: it looks at what the workers would use, and asks the web worker.
+    "streamer.doctor": {"streamer.config", "streamer.runtime", "streamer.storage", "streamer.media"},
 }
 # Modules that must not load GStreamer (gi) when imported.
 PURE = [
@@ -42,7 +46,16 @@ PURE = [
     "streamer.media.shm",
     "streamer.storage.layout",
     "streamer.storage.retention",
+    "streamer.storage.catalog",
     "streamer.rtsp.keyframes",
+    # The web worker, everything it serves included (its event loop must never wait on GStreamer).
+    "streamer.web.server",
+    "streamer.web.health",
+    "streamer.web.snapshot",
+    "streamer.web.status",
+    "streamer.web.recordings",
+    "streamer.web.controls",
+    "streamer.web.metrics",
 ]
 GLUE = "streamer.media.gst"  # the one module that imports gi
 

@@ -1,0 +1,226 @@
+"""``GET /api/v1/status``: the whole picture in one JSON object, built from a ``Snapshot``.
+
+Sections: ``health`` (as /health), ``stack``, ``workers``, ``camera``, ``recording``, ``rtsp``,
+``http`` and ``settings`` (every setting by its variable, secrets redacted). Times are Unix
+time in seconds; durations end in ``_s``, sizes in ``_bytes``. What a worker has not reported
+yet is null. See docs/operations.md for an example.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from streamer.config import REDACTED, Settings, is_secret_variable
+from streamer.config.settings import declarations
+from streamer.runtime import state
+from streamer.runtime.state import StackState, WorkerState
+from streamer.web.snapshot import Snapshot, recording_kinds
+
+RECORDER_PAUSED = ("disk-full", "no-disk")
+ALL_IPV4, ALL_ADDRESSES = "0.0.0.0", "::"
+
+
+def build(settings: Settings, snap: Snapshot) -> dict[str, Any]:
+    return {
+        "at": round(snap.at, 3),
+        "health": snap.health.as_dict(),
+        "stack": stack_section(snap),
+        "workers": {name: worker_section(snap, w) for name, w in _workers(snap.stack).items()},
+        "camera": camera_section(settings, snap),
+        "recording": recording_section(settings, snap),
+        "rtsp": rtsp_section(settings, snap),
+        "http": http_section(settings),
+        "settings": settings_section(settings),
+    }
+
+
+def _workers(stack: StackState | None) -> dict[str, WorkerState]:
+    return stack.workers if stack is not None else {}
+
+
+def _since(now: float, then: float | None) -> float | None:
+    return None if then is None else round(max(0.0, now - then), 3)
+
+
+def stack_section(snap: Snapshot) -> dict[str, Any]:
+    stack = snap.stack
+    if stack is None:
+        return {"state": "stopped", "running": False, "uptime_s": None, "up_since": None, "restarts": []}
+    return {
+        "state": stack.state,
+        "running": True,
+        "controller_pid": stack.controller_pid,
+        "started_at": stack.started_at,
+        "up_since": stack.up_since,
+        "uptime_s": _since(snap.at, stack.up_since) if stack.state == state.UP else None,
+        "restarts": [  # newest first
+            {"at": r.at, "scope": r.scope, "reason": r.reason, "cause": r.cause, "delay_s": r.delay_s}
+            for r in reversed(stack.restarts)
+        ],
+    }
+
+
+def worker_section(snap: Snapshot, worker: WorkerState) -> dict[str, Any]:
+    running = worker.pid is not None and worker.state in (state.STARTING, state.READY)
+    stats = snap.processes.get(worker.name)
+    return {
+        "pid": worker.pid,
+        "state": worker.state,
+        "started_at": worker.started_at,
+        "uptime_s": _since(snap.at, worker.started_at) if running else None,
+        "ready_at": worker.ready_at,
+        "last_progress_at": worker.last_report_at,
+        "restarts": worker.restarts,
+        "restarts_by_cause": dict(worker.restarts_by_cause),
+        "last_problem": worker.last_problem,
+        "cpu_seconds": round(stats.cpu_seconds, 3) if stats else None,
+        "rss_bytes": stats.rss_bytes if stats else None,
+        "progress": dict(worker.progress),
+    }
+
+
+def camera_section(settings: Settings, snap: Snapshot) -> dict[str, Any]:
+    feeder = snap.progress("feeder")
+    return {
+        "device": settings.camera,
+        "mode": f"{settings.video_width}x{settings.video_height}@{settings.video_fps}",
+        "width": settings.video_width,
+        "height": settings.video_height,
+        "configured_fps": settings.video_fps,
+        "fps": feeder.get("fps"),
+        "frames": feeder.get("frames"),
+        "dropped": feeder.get("camera_dropped"),
+        "branches": feeder.get("branches", {}),
+    }
+
+
+def recording_section(settings: Settings, snap: Snapshot) -> dict[str, Any]:
+    recorder = snap.progress("recorder")
+    video, images = recording_kinds(settings, recorder)
+    recorder_state = recorder.get("state")
+    writing = recorder_state == "recording" and (video or images)
+    disk = snap.disk
+    hours_left = None
+    if writing and disk is not None and snap.rate_bytes_per_s > 0:
+        usable = max(0, disk.free_bytes - min_free_bytes(settings, disk.total_bytes))
+        hours_left = round(usable / snap.rate_bytes_per_s / 3600, 2)
+    return {
+        "on": video or images,
+        "video": video,
+        "images": images,
+        "state": recorder_state,
+        "paused": recorder_state in RECORDER_PAUSED,
+        "session": recorder.get("session"),
+        "chunks": recorder.get("chunks"),
+        "snapshots": recorder.get("snapshots"),
+        "bytes": recorder.get("bytes"),
+        "path": str(settings.ssd_path),
+        "disk_free_bytes": disk.free_bytes if disk else None,
+        "disk_total_bytes": disk.total_bytes if disk else None,
+        "rate_bytes_per_s": round(snap.rate_bytes_per_s) if writing else None,
+        "rate_measured": snap.rate_measured if writing else None,
+        "hours_left": hours_left,
+        "deleted_files": recorder.get("deleted_files"),
+        "deleted_bytes": recorder.get("deleted_bytes"),
+    }
+
+
+def min_free_bytes(settings: Settings, total_bytes: int) -> int:
+    """RECORD_MIN_FREE in bytes on a disk of ``total_bytes``: below it the oldest recordings go."""
+    size, fraction = settings.record_min_free
+    return max(size, int(fraction * total_bytes))
+
+
+def rtsp_section(settings: Settings, snap: Snapshot) -> dict[str, Any]:
+    rtsp = snap.progress("rtsp")
+    return {
+        "enabled": settings.enable_rtsp,
+        "urls": rtsp_urls(settings) if settings.enable_rtsp else [],
+        "port": settings.rtsp_port,
+        "path": settings.rtsp_path,
+        "tls": settings.rtsp_tls,
+        "auth": settings.rtsp_auth_method if settings.rtsp_auth else None,
+        "watching": rtsp.get("viewers"),
+        "viewers": rtsp.get("clients", []),
+        "sessions_total": rtsp.get("sessions_total"),
+    }
+
+
+def rtsp_urls(settings: Settings) -> list[str]:
+    """The stream's URL at each address it can be reached on: every interface address when it
+    listens on all of them (loopback last; IPv6 link-local ones left out, they need a zone),
+    else its one address."""
+    scheme = "rtsps" if settings.rtsp_tls else "rtsp"
+    bind = settings.rtsp_bind
+    if bind in (ALL_IPV4, ALL_ADDRESSES):
+        families = (socket.AF_INET,) if bind == ALL_IPV4 else (socket.AF_INET, socket.AF_INET6)
+        addresses = interface_addresses(families)
+    else:
+        addresses = [ipaddress.ip_address(bind)]
+    return [f"{scheme}://{_host(a)}:{settings.rtsp_port}{settings.rtsp_path}" for a in addresses]
+
+
+def interface_addresses(families: tuple[int, ...]) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    found: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    try:
+        interfaces = psutil.net_if_addrs()
+    except OSError:
+        return found
+    for entries in interfaces.values():
+        for entry in entries:
+            if entry.family not in families:
+                continue
+            try:
+                address = ipaddress.ip_address(entry.address.split("%", 1)[0])
+            except ValueError:
+                continue
+            if address.is_link_local and address.version == 6:
+                continue
+            if address not in found:
+                found.append(address)
+    # Reachable from elsewhere first, IPv4 before IPv6, loopback last.
+    return sorted(found, key=lambda a: (a.is_loopback, a.version))
+
+
+def _host(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    return f"[{address}]" if address.version == 6 else str(address)
+
+
+def http_section(settings: Settings) -> dict[str, Any]:
+    return {
+        "bind": settings.http_bind,
+        "port": settings.http_port,
+        "tls": settings.rtsp_tls,
+        "auth": "basic" if settings.rtsp_auth else None,
+    }
+
+
+def settings_section(settings: Settings) -> dict[str, Any]:
+    """Every setting by its variable, as the stack understood it; secrets (passwords, the
+    password file's users) as REDACTED when set."""
+    secret_fields = {f.name for f in fields(settings) if not f.repr}
+    shown: dict[str, Any] = {}
+    for name, declared in declarations():
+        value = getattr(settings, name)
+        if name in secret_fields or is_secret_variable(declared.variable):
+            shown[declared.variable] = REDACTED if value else ""
+        else:
+            shown[declared.variable] = _plain(name, value)
+    return shown
+
+
+def _plain(name: str, value: Any) -> Any:
+    if name == "record_min_free":
+        size, fraction = value
+        return f"{fraction * 100:g}%" if fraction else size
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return [_plain("", item) for item in value]
+    return value
