@@ -25,6 +25,7 @@ from typing import Any
 from bench import report
 from streamer import config
 from streamer.media.gst import Gst
+from streamer.testing import free_port
 
 log = logging.getLogger("bench")
 
@@ -88,6 +89,8 @@ def service_env(plan: Plan, workdir: Path, port: int) -> dict[str, str]:
         SHM_STREAM_SOCKET=str(workdir / "str.sock"),
         RTSP_PORT=str(port),
         RTSP_PATH=RTSP_PATH,
+        HTTP_PORT=str(free_port()),  # the API runs, as by default, on a port of its own
+        HTTP_BIND="127.0.0.1",
         LOG_LEVEL="INFO",
         RESTART_SCOPE="stack",
         PYTHONUNBUFFERED="1",

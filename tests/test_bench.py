@@ -219,3 +219,15 @@ def test_ffmpeg_clients_run_end_to_end_once_each(env, start, workdir: Path):
     }
     assert all(len(seconds) == 1 and seconds[0] > 0 for seconds in measured.values())
     assert "| opencv | udp | probesize=32 |" in (out / "ffmpeg_clients.md").read_text()
+
+
+def test_operations_bench_runs_end_to_end_on_a_short_setting(env, start, workdir: Path):
+    out = run_small(start, env, workdir, "bench.operations", "--short", "--kills", "1", "--settle", "3")
+    data = json.loads((out / "operations.json").read_text())
+    assert not data["errors"]
+    assert {"controller", "web", "feeder"} <= set(data["cpu"]["scraped"]), data["cpu"]
+    assert data["scrape_answers"].get("200", 0) > 0 and set(data["scrape_answers"]) == {"200"}
+    assert data["recovery"]["quiet"]["kills"] == data["recovery"]["abused"]["kills"] == 1
+    assert data["abuse"]["malformed_rounds"] >= 0 and "200" not in data["abuse"]["statuses"]
+    assert "| window | controller |" in (out / "operations.md").read_text()
+    assert not (workdir / "ssd").exists()
