@@ -168,6 +168,8 @@ async def read_body_in_time(request: web.Request, handler: Handler) -> web.Strea
     BODY_TIMEOUT_S: a client that trickles a body gets 408, not a handler waiting forever.
     Only for a route that exists and takes the method (otherwise 404/405 it is)."""
     if request.can_read_body and request.match_info.http_exception is None:
+        if (request.content_length or 0) > CLIENT_MAX_SIZE:  # refused at once, not after a wait
+            raise web.HTTPRequestEntityTooLarge(CLIENT_MAX_SIZE, request.content_length or 0)
         try:
             async with asyncio.timeout(BODY_TIMEOUT_S):
                 await request.read()  # kept by aiohttp: the handler's request.json() reads it again
