@@ -170,6 +170,7 @@ def run(settings: Settings, status: StatusWriter, log: logging.Logger) -> int:
     problem = camera.check()
     if problem:
         log.error("%s", problem)
+        status.problem(problem)
         return EXIT_FAILURE
     try:
         shm.remove_stale_sockets(settings.shm_sockets, log)
@@ -208,13 +209,16 @@ def run(settings: Settings, status: StatusWriter, log: logging.Logger) -> int:
         problem = camera.lost()
         if problem:
             log.error("%s", problem)
+            status.problem(problem)
             runner.exit_code = EXIT_FAILURE
             runner.stop()
         return not problem
 
     def on_error(message: gst.Gst.Message) -> bool:
         if message.src.get_name() == CAMERA_ELEMENT:
-            log.error("%s", camera.lost() or f"camera {camera.name} stopped delivering frames")
+            problem = camera.lost() or f"camera {camera.name} stopped delivering frames"
+            log.error("%s", problem)
+            status.problem(problem)
         return False  # the runner stops with a failure
 
     runner.on_error = on_error

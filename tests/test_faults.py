@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import re
 import shutil
 import signal
 import time
@@ -292,7 +293,10 @@ def test_a_lost_camera_is_retried_slowly_and_the_stack_resumes_when_it_is_back(e
     stream_is_back(env)
     plug.touch()  # unplugged in flight
     drone.wait_for("feeder: camera test was unplugged")
-    drone.wait_for("feeder exited with status 1: stopping the stack")
+    # The reason the feeder gave comes with its failure, into the log and the published state.
+    drone.wait_for(r"feeder exited with status 1 \(camera test was unplugged\): stopping the stack")
+    problem = stack_state(env).workers["feeder"].last_problem  # this failure's, or the next start's
+    assert re.fullmatch(r"exited with status 1 \(camera test (was|is) unplugged\)", problem or ""), problem
     plug.unlink()
     drone.wait_up(after=up)
     stream_is_back(env)

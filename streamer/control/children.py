@@ -130,6 +130,11 @@ class Child:
             if event is not None:
                 self.events.append(event)
 
+    def read_rest(self) -> None:
+        """Read what an exited worker left in its pipes: its last lines and reports."""
+        for fd in self.fds():
+            self._drain(fd)
+
     def take_events(self) -> list[dict[str, Any]]:
         events, self.events = self.events, []
         return events

@@ -234,22 +234,31 @@ class Controller:
         """Why ``worker`` has failed, or None. Also takes in its status reports."""
         child = worker.child
         assert child is not None
-        for event in child.take_events():
-            worker.watch.observe(event)
-            if event["event"] == "ready" and not worker.ready:
-                worker.ready = True
-                worker.policy.ready()
-            self.published.worker_reported(worker.name, event)
+        self._take_reports(worker, child)
         if child.has_exited():
+            child.read_rest()
+            self._take_reports(worker, child)
             if child.exit_status == EXIT_CONFIG:
                 raise ConfigurationFailed(f"{worker.name} rejected the configuration (exit status 2)")
-            return child.describe_exit()
+            said = f" ({worker.reported_problem})" if worker.reported_problem else ""
+            return child.describe_exit() + said
         if not worker.ready:
             if time.monotonic() - worker.started_at > READY_TIMEOUT_S:
                 return f"was not ready within {READY_TIMEOUT_S:.0f} s"
             return None
         stalled = worker.watch.stalled()
         return f"stalled ({stalled})" if stalled else None
+
+    def _take_reports(self, worker: Worker, child: Child) -> None:
+        for event in child.take_events():
+            if event["event"] == "problem":  # said before failing: told with the failure
+                worker.reported_problem = str(event.get("message"))
+                continue
+            worker.watch.observe(event)
+            if event["event"] == "ready" and not worker.ready:
+                worker.ready = True
+                worker.policy.ready()
+            self.published.worker_reported(worker.name, event)
 
     def _worker(self, spec: WorkerSpec) -> Worker:
         if spec not in self.workers:
@@ -269,6 +278,7 @@ class Controller:
         self._owned_pids.add(child.pid)
         self.lock.record(sorted(self._owned_pids))
         worker.child, worker.ready, worker.restart_at = child, False, None
+        worker.reported_problem = None
         worker.started_at = time.monotonic()
         worker.watch.restart()
         worker.policy.started()

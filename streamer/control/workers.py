@@ -52,6 +52,7 @@ class Worker:
     ready: bool = False
     started_at: float = 0.0
     restart_at: float | None = None
+    reported_problem: str | None = None  # what its process said, before failing, was wrong
 
     @property
     def name(self) -> str:

@@ -131,11 +131,12 @@ class StreamServer:
 
     def start(self) -> bool:
         if self.server.attach(None) == 0:
-            self.log.error(
-                "cannot listen on RTSP port %d at %s (in use, or not an address of this machine?)",
-                self.settings.rtsp_port,
-                self.settings.rtsp_bind,
+            problem = (
+                f"cannot listen on RTSP port {self.settings.rtsp_port} at {self.settings.rtsp_bind} "
+                "(in use, or not an address of this machine?)"
             )
+            self.log.error("%s", problem)
+            self._status.problem(problem)
             return False
         self.log.info(
             "serving %s://%s:%d%s (%s)",

@@ -4,6 +4,9 @@ The controller hands each worker the write end of a pipe (``--status-fd N``). Th
 one JSON object per line, each with an ``event`` field:
 
 - ``{"event": "ready"}``: the worker is doing its job (the feeder: frames are flowing).
+- ``{"event": "problem", "message": "..."}``: why the worker is about to fail (a camera that
+  is missing or cannot deliver the mode, a port in use), so that the controller can say more
+  than "exited with status 1".
 - ``{"event": "progress", "frames": N, "idle": false, ...}``: about every second. ``frames``
   must grow while the worker is not ``idle``; the controller's watchdog counts a worker whose
   reports stop, or whose frames stop growing while not idle, as stalled.
@@ -53,6 +56,10 @@ class StatusWriter:
 
     def ready(self) -> None:
         self.send("ready")
+
+    def problem(self, message: str) -> None:
+        """Why the worker is about to fail, in a few words a person can act on."""
+        self.send("problem", message=message)
 
     def progress(self, *, frames: int, idle: bool = False, **details: Any) -> None:
         """``frames``: the worker's work counter; ``idle``: nothing is expected of it now."""
