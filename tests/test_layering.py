@@ -1,6 +1,6 @@
 """Dependencies run one way (see README, "Code layout").
 
-    config  ←  runtime  ←  storage, media  ←  workers (feeder, recorder, rtsp, web)
+    config  ←  runtime  ←  storage, media  ←  workers (feeder, recorder, rtsp, web, live)
                    ↖  control (the controller; no GStreamer)  ←  drone
 
 Read from the source (every import, also those inside functions) and, for "never loads
@@ -19,7 +19,7 @@ import pytest
 from tests.harness import ROOT
 
 PACKAGE = ROOT / "streamer"
-WORKERS = ("streamer.feeder", "streamer.recorder", "streamer.rtsp", "streamer.web")
+WORKERS = ("streamer.feeder", "streamer.recorder", "streamer.rtsp", "streamer.web", "streamer.live")
 CONTROLLER = ("streamer.control", "streamer.drone")
 # What each part may import of the project (besides itself).
 ALLOWED = {
@@ -48,6 +48,7 @@ PURE = [
     "streamer.storage.retention",
     "streamer.storage.catalog",
     "streamer.rtsp.keyframes",
+    "streamer.live.offer",
     # The web worker, everything it serves included (its event loop must never wait on GStreamer).
     "streamer.web.server",
     "streamer.web.health",
@@ -56,6 +57,7 @@ PURE = [
     "streamer.web.recordings",
     "streamer.web.controls",
     "streamer.web.metrics",
+    "streamer.web.live",
 ]
 GLUE = "streamer.media.gst"  # the one module that imports gi
 

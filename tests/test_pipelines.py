@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -220,3 +221,51 @@ def test_rtsp_media_is_low_latency_h264_for_a_shared_factory(settings):
     ) in description
     assert "! h264parse config-interval=-1 " in description  # SPS/PPS before every IDR
     assert description.endswith("! rtph264pay name=pay0 pt=96 aggregate-mode=zero-latency")
+
+
+@pytest.mark.parametrize(
+    ("environment", "url"),
+    [
+        ({}, "rtsp://127.0.0.1:8554/live"),
+        ({"RTSP_BIND": "::", "RTSP_PORT": "9000", "RTSP_PATH": "/cam"}, "rtsp://[::1]:9000/cam"),
+        ({"RTSP_BIND": "192.0.2.7"}, "rtsp://192.0.2.7:8554/live"),
+    ],
+)
+def test_live_session_passes_our_own_rtsp_stream_into_webrtc(tmp_path, environment, url):
+    """One browser's pipeline: an RTSP client of our own server on this machine, TCP and no
+    jitter buffer, the H.264 re-payloaded (no second encoder) with the browser's payload type,
+    into a bundled webrtcbin; valid launch syntax with the elements the live worker looks up."""
+    from streamer.media.gst import Gst
+
+    s = config.load({"HOME": str(tmp_path), **environment})
+    assert pipelines.live_rtsp_url(s) == url
+    description = pipelines.live_session(s, pipelines.live_rtsp_url(s), payload_type=108)
+    assert description == (
+        f'rtspsrc name=rtsp_in location="{url}" protocols=tcp latency=0 '
+        "! rtph264depay ! h264parse config-interval=-1 "
+        "! rtph264pay name=live_pay config-interval=-1 aggregate-mode=zero-latency pt=108 "
+        "! webrtcbin name=webrtc bundle-policy=max-bundle"
+    )
+    assert "x264enc" not in description and "user" not in description  # credentials: properties
+    pipeline = Gst.parse_launch(description)
+    named = {
+        pipelines.LIVE_SOURCE_ELEMENT: "rtspsrc",
+        pipelines.LIVE_PAYLOADER_ELEMENT: "rtph264pay",
+        pipelines.LIVE_WEBRTC_ELEMENT: "webrtcbin",
+    }
+    assert {name: pipeline.get_by_name(name).get_factory().get_name() for name in named} == named
+    assert pipelines.live_session(s, url).endswith("pt=96 ! webrtcbin name=webrtc bundle-policy=max-bundle")
+    for payload_type in (0, 34, 64, 95, 128, "96 ! fakesink"):
+        with pytest.raises(ValueError):
+            pipelines.live_session(s, url, payload_type=payload_type)
+
+
+def test_live_session_speaks_rtsps_to_our_own_tls_server(tmp_path):
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    s = config.load({"HOME": str(tmp_path)})
+    s = dataclasses.replace(s, rtsp_tls_cert=cert, rtsp_tls_key=key)
+    url = pipelines.live_rtsp_url(s)
+    assert url == "rtsps://127.0.0.1:8554/live"
+    assert f'location="{url}" protocols=tcp latency=0 tls-validation-flags=0 !' in pipelines.live_session(
+        s, url
+    )

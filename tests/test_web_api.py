@@ -228,7 +228,7 @@ def test_status_and_metrics_describe_camera_recording_and_workers(env, start):
     assert recording["disk_free_bytes"] > 0 and recording["disk_total_bytes"] >= recording["disk_free_bytes"]
     assert recording["hours_left"] > 0 and recording["rate_bytes_per_s"] > 0
     assert current["stack"]["state"] == state.UP and current["stack"]["uptime_s"] > 0
-    assert set(current["workers"]) == {"feeder", "recorder", "rtsp", "web"}
+    assert set(current["workers"]) == {"feeder", "recorder", "rtsp", "web", "live"}
     for name, worker in current["workers"].items():
         assert worker["state"] == state.READY, (name, worker)
         assert worker["cpu_seconds"] > 0 and worker["rss_bytes"] > 1 << 20, (name, worker)

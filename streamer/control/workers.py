@@ -14,9 +14,14 @@ FEEDER = WorkerSpec("feeder", "streamer.feeder")
 RECORDER = WorkerSpec("recorder", "streamer.recorder")
 RTSP = WorkerSpec("rtsp", "streamer.rtsp")
 WEB = WorkerSpec("web", "streamer.web")
+LIVE = WorkerSpec("live", "streamer.live")
 
 # The web worker's event loop beats twice a second; this long without a beat, it is wedged.
 STALL_WEB_S = 10.0
+# The live worker reports every second; with browsers watching, frames flow. A session whose
+# stream stops is ended by the worker itself within seconds (then it is idle): this long without
+# a frame with sessions open, or without a report, it is wedged.
+STALL_LIVE_S = 15.0
 
 
 def consumer_specs(settings: Settings) -> list[WorkerSpec]:
@@ -28,8 +33,11 @@ def consumer_specs(settings: Settings) -> list[WorkerSpec]:
 def service_specs(settings: Settings) -> list[WorkerSpec]:
     """Workers that serve the stack rather than being part of it: started before it, kept
     running across its restarts, and restarted alone when they fail (their failure never
-    touches the camera or the recording)."""
-    return [WEB] if settings.enable_http else []
+    touches the camera or the recording). Live view (WebRTC for browsers) needs both the HTTP
+    API, which takes the browsers' offers, and the RTSP stream, which it passes on."""
+    if not settings.enable_http:
+        return []
+    return [WEB, LIVE] if settings.enable_rtsp else [WEB]
 
 
 def stall_limit(settings: Settings, spec: WorkerSpec) -> float:
@@ -38,6 +46,7 @@ def stall_limit(settings: Settings, spec: WorkerSpec) -> float:
         RECORDER: settings.stall_recorder_s,
         RTSP: settings.stall_rtsp_s,
         WEB: STALL_WEB_S,
+        LIVE: STALL_LIVE_S,
     }[spec]
 
 

@@ -314,3 +314,218 @@ def element_by_factory(container: Gst.Bin, factory: str) -> Gst.Element:
         if made_by is not None and made_by.get_name() == factory:
             return element
     raise LookupError(f"pipeline has no {factory} element")
+
+
+# --- WebRTC (the live worker): webrtcbin's asynchronous API, brought back to the main loop.
+# GStreamer's WebRTC bindings (GstWebRTC) come from a package the other workers do not need
+# (gir1.2-gst-plugins-bad-1.0): they are loaded on first use, so a machine without them runs
+# everything but live view.
+
+# Elements a live session needs, and the Debian package each comes in.
+WEBRTC_ELEMENTS = {
+    "rtspsrc": "gstreamer1.0-plugins-good",
+    "rtph264depay": "gstreamer1.0-plugins-good",
+    "rtph264pay": "gstreamer1.0-plugins-good",
+    "h264parse": "gstreamer1.0-plugins-bad",
+    "webrtcbin": "gstreamer1.0-plugins-bad",
+    "dtlssrtpenc": "gstreamer1.0-plugins-bad",
+    "srtpenc": "gstreamer1.0-plugins-bad",
+    "nicesrc": "gstreamer1.0-nice",
+    "nicesink": "gstreamer1.0-nice",
+}
+WEBRTC_BINDINGS_PACKAGE = "gir1.2-gst-plugins-bad-1.0"
+
+
+def _webrtc_bindings():  # -> (GstSdp, GstWebRTC) modules
+    gi.require_version("GstSdp", "1.0")
+    gi.require_version("GstWebRTC", "1.0")
+    from gi.repository import GstSdp, GstWebRTC
+
+    return GstSdp, GstWebRTC
+
+
+def webrtc_missing() -> str | None:
+    """What live view lacks on this machine (elements, GStreamer's WebRTC bindings) with the
+    packages that bring it, or None when nothing is missing."""
+    missing = [
+        f"{name} ({package})"
+        for name, package in WEBRTC_ELEMENTS.items()
+        if Gst.ElementFactory.find(name) is None
+    ]
+    try:
+        _webrtc_bindings()
+    except (ValueError, ImportError):
+        missing.append(f"GStreamer's WebRTC bindings ({WEBRTC_BINDINGS_PACKAGE})")
+    return ", ".join(missing) or None
+
+
+def _in_main_loop(callback: Callable[..., object], *args: object) -> None:
+    """Run ``callback(*args)`` once from the main loop (webrtcbin calls back from its threads)."""
+
+    def once() -> bool:
+        callback(*args)
+        return GLib.SOURCE_REMOVE
+
+    GLib.idle_add(once)
+
+
+def _promise_error(reply: Gst.Structure | None) -> str | None:
+    """The error a webrtcbin promise was answered with, or None (setting a description
+    succeeds with no reply at all)."""
+    if reply is None or not reply.has_field("error"):
+        return None
+    try:
+        return str(reply.get_value("error").message)
+    except (AttributeError, TypeError):
+        return reply.to_string()
+
+
+def _promise(callback: Callable[[Gst.Structure | None], None]) -> Gst.Promise:
+    """A promise whose reply goes to ``callback`` in the main loop. (The reply belongs to the
+    promise, which the main loop holds until then; reading a reply's session description in
+    webrtcbin's thread crashes PyGObject.)"""
+
+    def changed(promise: Gst.Promise) -> None:
+        _in_main_loop(lambda: callback(promise.get_reply()))
+
+    return Gst.Promise.new_with_change_func(changed)
+
+
+def answer_offer(
+    webrtc: Gst.Element,
+    offer_sdp: str,
+    gather_timeout_s: float,
+    done: Callable[[str | None, str | None], None],
+) -> Callable[[], None]:
+    """Answer the SDP offer ``offer_sdp`` with ``webrtc`` (a webrtcbin), without trickle ICE:
+    set it as the remote description, create the answer, set that as the local description,
+    and wait until ICE gathering is complete, at most ``gather_timeout_s`` (then the answer
+    holds the candidates gathered so far).
+
+    Call from the main loop. ``done(answer_sdp, None)``, or ``done(None, error)`` with what went
+    wrong, is called once, from the main loop. Returns a function that cancels the answer
+    (``done`` is then not called). Raises ValueError when ``offer_sdp`` is not SDP at all.
+    """
+    GstSdp, GstWebRTC = _webrtc_bindings()
+    result, message = GstSdp.SDPMessage.new_from_text(offer_sdp)
+    if result != GstSdp.SDPResult.OK:
+        raise ValueError("not an SDP message")
+    offer = GstWebRTC.WebRTCSessionDescription.new(GstWebRTC.WebRTCSDPType.OFFER, message)
+    pending = {"finished": False, "timer": None, "watch": None}
+
+    def finish(answer: str | None, error: str | None) -> None:
+        if pending["finished"]:
+            return
+        pending["finished"] = True
+        if pending["timer"] is not None:
+            GLib.source_remove(pending["timer"])
+        if pending["watch"] is not None:
+            webrtc.disconnect(pending["watch"])
+        if answer is not None or error is not None:
+            done(answer, error)
+
+    def local_sdp() -> str | None:
+        description = webrtc.get_property("local-description")
+        return None if description is None else description.sdp.as_text()
+
+    def gathered(*_args: object) -> None:
+        state = webrtc.get_property("ice-gathering-state")
+        if state == GstWebRTC.WebRTCICEGatheringState.COMPLETE:
+            finish(local_sdp(), None)
+
+    def gathering_too_long() -> bool:
+        pending["timer"] = None
+        answer = local_sdp()
+        finish(answer, None if answer else "no answer")
+        return GLib.SOURCE_REMOVE
+
+    def after_local(reply: Gst.Structure | None) -> None:
+        error = _promise_error(reply)
+        if pending["finished"]:
+            return
+        if error:
+            finish(None, f"cannot set the answer: {error}")
+            return
+        pending["watch"] = webrtc.connect(
+            "notify::ice-gathering-state", lambda *_: _in_main_loop(lambda: pending["finished"] or gathered())
+        )
+        pending["timer"] = GLib.timeout_add(max(1, round(gather_timeout_s * 1000)), gathering_too_long)
+        gathered()
+
+    def after_answer(reply: Gst.Structure | None) -> None:
+        error = _promise_error(reply)
+        if pending["finished"]:
+            return
+        answer = reply.get_value("answer") if reply is not None and reply.has_field("answer") else None
+        if answer is None:
+            finish(None, f"cannot answer the offer: {error or 'no answer'}")
+            return
+        webrtc.emit("set-local-description", answer, _promise(after_local))
+
+    def after_remote(reply: Gst.Structure | None) -> None:
+        error = _promise_error(reply)
+        if pending["finished"]:
+            return
+        if error:
+            finish(None, f"the offer was refused: {error}")
+            return
+        _no_upnp(webrtc)  # before the answer is set, which gathers the candidates
+        webrtc.emit("create-answer", None, _promise(after_answer))
+
+    webrtc.emit("set-remote-description", offer, _promise(after_remote))
+    return lambda: finish(None, None)
+
+
+def _ice_sources(webrtc: Gst.Element) -> list[Gst.Element]:
+    """The ``nicesrc`` of each of ``webrtc``'s ICE transports (they exist once a description
+    is set)."""
+    return [
+        element
+        for element in webrtc.iterate_recurse()
+        if (factory := element.get_factory()) is not None and factory.get_name() == "nicesrc"
+    ]
+
+
+def _no_upnp(webrtc: Gst.Element) -> None:
+    """Keep libnice from asking the network's router, over UPnP, to open a port to us (its
+    default): only host candidates are wanted, and a vehicle must not change its network's
+    router. The ICE agent is reached through a transport's ``nicesrc``: webrtcbin's own
+    ``ice-agent`` property hands Python a reference it does not own (webrtcbin then frees
+    the agent twice)."""
+    for source in _ice_sources(webrtc):
+        source.get_property("agent").set_property("upnp", False)
+
+
+def watch_webrtc_state(webrtc: Gst.Element, prop: str, callback: Callable[[str], None]) -> int:
+    """Call ``callback`` with the new value's nick ("connected", "failed", ...) from the main
+    loop whenever ``prop``, an enum property of ``webrtc`` ("connection-state",
+    "ice-connection-state"), changes. Returns the handler id (for ``webrtc.disconnect``)."""
+    _webrtc_bindings()  # the enums' types
+
+    def changed(element: Gst.Element, _spec: object) -> None:
+        _in_main_loop(callback, element.get_property(prop).value_nick)
+
+    return webrtc.connect(f"notify::{prop}", changed)
+
+
+def probe_buffers(
+    element: Gst.Element, pad_name: str, callback: Callable[[Gst.Buffer], None]
+) -> Callable[[], None]:
+    """``add_buffer_probe`` that can be taken off again: returns the function that removes it.
+    (A probe's callback refers to its owner: a pipeline whose probes stay is never freed.)"""
+
+    def probe(_pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
+        callback(info.get_buffer())
+        return Gst.PadProbeReturn.OK
+
+    pad = element.get_static_pad(pad_name)
+    probe_id = pad.add_probe(Gst.PadProbeType.BUFFER, probe)
+    return lambda: pad.remove_probe(probe_id)
+
+
+def count_received(webrtc: Gst.Element, callback: Callable[[Gst.Buffer], None]) -> list[Callable[[], None]]:
+    """Call ``callback`` (from a streaming thread) for every packet ``webrtc`` receives from its
+    peer through its ICE transports (RTCP, DTLS; ICE's own checks stay inside the ICE agent).
+    Call once the descriptions are set (the transports exist then); returns the functions that
+    remove the probes, one per transport watched."""
+    return [probe_buffers(source, "src", callback) for source in _ice_sources(webrtc)]

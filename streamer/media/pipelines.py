@@ -240,3 +240,47 @@ def rtsp_media(s: Settings) -> str:
         "! h264parse config-interval=-1 "
         f"! rtph264pay name={PAYLOADER_ELEMENT} pt={RTP_PAYLOAD_TYPE} aggregate-mode=zero-latency"
     )
+
+
+# Live view (the live worker): one pipeline per browser, an RTSP client of our own server.
+LIVE_SOURCE_ELEMENT = "rtsp_in"
+LIVE_PAYLOADER_ELEMENT = "live_pay"
+LIVE_WEBRTC_ELEMENT = "webrtc"
+# RTP payload types an SDP offer may give H.264: the dynamic range, and the one browsers add
+# below it when the dynamic range is full (35-63).
+LIVE_PAYLOAD_TYPES = (*range(35, 64), *range(96, 128))
+
+
+def live_rtsp_url(s: Settings) -> str:
+    """Our own RTSP stream as the live worker reaches it on this machine: loopback when the
+    server listens on every address, else the one address it listens on."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(s.rtsp_bind, s.rtsp_bind)
+    scheme = "rtsps" if s.rtsp_tls else "rtsp"
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{s.rtsp_port}{s.rtsp_path}"
+
+
+def live_session(s: Settings, rtsp_url: str, payload_type: int = RTP_PAYLOAD_TYPE) -> str:
+    """One browser's live view: our RTSP stream, its H.264 passed through unchanged (no second
+    encoder) into WebRTC.
+
+    ``rtspsrc`` over TCP (interleaved: no UDP ports per viewer, no loss on loopback) with no
+    jitter buffer delay (``latency=0``); the RTSP server forces a keyframe for each new viewer,
+    so the browser's first picture comes at once. h264parse and the payloader put SPS/PPS in
+    front of every keyframe; the payloader sends each frame at once (``aggregate-mode``), with
+    the browser's payload type for H.264 (``payload_type``, from its offer: webrtcbin answers
+    with the offer's meaning of a payload type number). ``webrtcbin`` bundles everything on
+    one transport. The credentials for an RTSP server with access control are set on
+    ``LIVE_SOURCE_ELEMENT`` as properties (``user-id``, ``user-pw``), never spliced in here;
+    ``rtsp_url`` comes from ``live_rtsp_url`` (validated settings only). Over RTSPS the
+    server's certificate is not checked: it is our own, on this machine.
+    """
+    if payload_type not in LIVE_PAYLOAD_TYPES:
+        raise ValueError(f"not a dynamic RTP payload type: {payload_type!r}")
+    tls = " tls-validation-flags=0" if rtsp_url.startswith("rtsps://") else ""
+    return (
+        f'rtspsrc name={LIVE_SOURCE_ELEMENT} location="{rtsp_url}" protocols=tcp latency=0{tls} '
+        "! rtph264depay ! h264parse config-interval=-1 "
+        f"! rtph264pay name={LIVE_PAYLOADER_ELEMENT} config-interval=-1 aggregate-mode=zero-latency "
+        f"pt={payload_type} "
+        f"! webrtcbin name={LIVE_WEBRTC_ELEMENT} bundle-policy=max-bundle"
+    )

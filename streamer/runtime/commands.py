@@ -1,12 +1,19 @@
-"""The command channel: how the web worker asks the recorder to act now (start or stop
-recording, take a snapshot).
+"""The command channels: how the web worker asks another worker to act now. Two workers take
+commands:
 
-The recorder listens on a Unix stream socket beside its shared-memory socket
-(``<SHM_RECORDER_SOCKET>.control``, for the stack's own user only). A client connects, sends one
-JSON object on one line (``{"command": NAME, ...}``), reads one JSON object back and the
-connection closes. Every answer has ``ok``; a refused or failed command has ``ok: false`` and an
-``error`` a person can read. One command at a time: they are rare, and each waits for the
-recorder to finish (a stop finalises the open chunk first).
+- the recorder (start or stop recording, take a snapshot), on a Unix stream socket beside its
+  shared-memory socket (``<SHM_RECORDER_SOCKET>.control``, ``socket_path``). One command at a
+  time: they are rare, and each waits for the recorder to finish (a stop finalises the open
+  chunk first).
+- the live worker (a browser's WebRTC offer, the end of a session), on
+  ``<SHM_STREAM_SOCKET>.live`` (``live_socket_path``). Its commands run side by side (an offer
+  waits for its stream and for ICE gathering), and carry an SDP offer or answer: its lines may
+  be longer (``LIVE_MAX_LINE_BYTES``).
+
+Both sockets are for the stack's own user only. A client connects, sends one JSON object on one
+line (``{"command": NAME, ...}``), reads one JSON object back and the connection closes. Every
+answer has ``ok``; a refused or failed command has ``ok: false``, an ``error`` a person can read
+and, where the worker gives one, a ``reason`` a program can act on (``CommandError.reason``).
 """
 
 from __future__ import annotations
@@ -23,22 +30,39 @@ from typing import Any
 
 from streamer.config import Settings
 
-MAX_LINE_BYTES = 4096
+MAX_LINE_BYTES = 4096  # the recorder's requests and answers: a few fields
+# The live worker's: an SDP offer of up to 64 KiB (the web worker's limit) as a JSON string,
+# where escaping can make a character six, and an answer of a few KiB.
+LIVE_MAX_LINE_BYTES = 512 * 1024
 CONNECTION_TIMEOUT_S = 2.0  # to send a request; a silent client cannot hold the channel longer
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 class CommandError(Exception):
-    """The recorder refused the command, or it failed; the message says why."""
+    """The worker refused the command, or it failed; the message says why, ``reason`` (when the
+    worker gave one) what kind of refusal it is, for a program."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
-class RecorderUnavailable(CommandError):
-    """No recorder answered: none is running, or it is restarting, or it took too long."""
+class Unavailable(CommandError):
+    """No worker answered: none is running, or it is restarting, or it took too long."""
+
+
+RecorderUnavailable = Unavailable  # the recorder's channel's name for it, kept
 
 
 def socket_path(settings: Settings) -> str:
+    """The recorder's command socket."""
     return settings.shm_recorder_socket + ".control"
+
+
+def live_socket_path(settings: Settings) -> str:
+    """The live worker's command socket."""
+    return settings.shm_stream_socket + ".live"
 
 
 def wish_path(settings: Settings) -> str:
@@ -47,9 +71,18 @@ def wish_path(settings: Settings) -> str:
     return settings.shm_recorder_socket + ".recording.json"
 
 
-def request(path: str, command: str, timeout_s: float = 10.0, **fields: Any) -> dict[str, Any]:
+def request(
+    path: str,
+    command: str,
+    timeout_s: float = 10.0,
+    *,
+    worker: str = "recorder",
+    max_line_bytes: int = MAX_LINE_BYTES,
+    **fields: Any,
+) -> dict[str, Any]:
     """Send ``command`` to the worker listening at ``path`` and return its answer (``ok`` true);
-    raise RecorderUnavailable when none answers, CommandError when it refuses."""
+    raise Unavailable when none answers, CommandError when it refuses. ``worker`` names it in
+    the errors ("the recorder is not running"); ``max_line_bytes`` bounds the answer."""
     line = json.dumps({"command": command, **fields}).encode() + b"\n"
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
@@ -57,20 +90,25 @@ def request(path: str, command: str, timeout_s: float = 10.0, **fields: Any) -> 
             connection.connect(path)
             connection.sendall(line)
             with connection.makefile("rb") as answers:
-                answer = answers.readline(MAX_LINE_BYTES + 1)
+                answer = answers.readline(max_line_bytes + 1)
     except (FileNotFoundError, ConnectionRefusedError):
-        raise RecorderUnavailable("the recorder is not running") from None
+        raise Unavailable(f"the {worker} is not running") from None
     except TimeoutError:
-        raise RecorderUnavailable(f"the recorder did not answer within {timeout_s:g} s") from None
+        raise Unavailable(f"the {worker} did not answer within {timeout_s:g} s") from None
     except OSError as err:
-        raise RecorderUnavailable(f"cannot reach the recorder: {err.strerror or err}") from None
+        raise Unavailable(f"cannot reach the {worker}: {err.strerror or err}") from None
     try:
+        if len(answer) > max_line_bytes:
+            raise ValueError("answer too long")
         reply = json.loads(answer)
     except ValueError:
-        raise RecorderUnavailable("the recorder gave no answer (it may be restarting)") from None
+        raise Unavailable(f"the {worker} gave no answer (it may be restarting)") from None
     if not isinstance(reply, dict) or reply.get("ok") is not True:
         error = reply.get("error") if isinstance(reply, dict) else None
-        raise CommandError(str(error or "the recorder refused the command"))
+        reason = reply.get("reason") if isinstance(reply, dict) else None
+        raise CommandError(
+            str(error or f"the {worker} refused the command"), reason if isinstance(reason, str) else None
+        )
     return reply
 
 
@@ -79,12 +117,13 @@ class _Connection(socketserver.StreamRequestHandler):
     server: _Server
 
     def handle(self) -> None:
+        limit = self.server.max_line_bytes
         try:
-            line = self.rfile.readline(MAX_LINE_BYTES + 1)
+            line = self.rfile.readline(limit + 1)
         except TimeoutError:
             return
         try:
-            message = json.loads(line) if len(line) <= MAX_LINE_BYTES else None
+            message = json.loads(line) if len(line) <= limit else None
         except ValueError:
             message = None
         if not isinstance(message, dict) or not isinstance(message.get("command"), str):
@@ -100,24 +139,41 @@ class _Connection(socketserver.StreamRequestHandler):
 
 
 class _Server(socketserver.UnixStreamServer):
-    def __init__(self, path: str, handler: Handler, log: logging.Logger) -> None:
+    def __init__(self, path: str, handler: Handler, log: logging.Logger, max_line_bytes: int) -> None:
         self.handler = handler
         self.log = log
+        self.max_line_bytes = max_line_bytes
         super().__init__(path, _Connection)
+
+
+class _ConcurrentServer(socketserver.ThreadingMixIn, _Server):
+    daemon_threads = True  # a command still waiting must not hold the worker's exit
+    block_on_close = False
 
 
 class CommandServer:
     """Answers commands on ``path`` from a thread of its own; ``handler`` gets each request
     (a dict with ``command``) and returns the answer (with ``ok``). Commands are handled one at
-    a time."""
+    a time, or each in a thread of its own (``concurrent``: the handler must be thread-safe;
+    the one client, the web worker, bounds how many it sends at once). A request line may hold
+    ``max_line_bytes``."""
 
-    def __init__(self, path: str, handler: Handler, log: logging.Logger) -> None:
+    def __init__(
+        self,
+        path: str,
+        handler: Handler,
+        log: logging.Logger,
+        *,
+        concurrent: bool = False,
+        max_line_bytes: int = MAX_LINE_BYTES,
+    ) -> None:
         self.path = path
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # a socket left by a killed worker: nobody can be listening on it
         previous = os.umask(0o177)  # srw-------: only the stack's own user may command it
         try:
-            self._server = _Server(path, handler, log)
+            server = _ConcurrentServer if concurrent else _Server
+            self._server = server(path, handler, log, max_line_bytes)
         finally:
             os.umask(previous)
         self._thread = threading.Thread(target=self._server.serve_forever, name="commands", daemon=True)
