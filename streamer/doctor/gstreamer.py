@@ -124,7 +124,21 @@ def checks(settings: Settings) -> list[Check]:
     """Version, elements and pipelines (call only once ``bindings`` passed)."""
     from streamer.media.gst import Gst
 
-    return [version(Gst), *elements(settings, Gst)]
+    found = [version(Gst), *elements(settings, Gst)]
+    if settings.enable_http and settings.enable_rtsp:
+        found.append(live_view())
+    return found
+
+
+def live_view() -> Check:
+    """What the page's live view (WebRTC, ``streamer.live``) needs beyond the stream itself."""
+    from streamer.media import gst
+
+    missing = gst.webrtc_missing()
+    if missing:
+        packages = " ".join(sorted({*gst.WEBRTC_ELEMENTS.values(), gst.WEBRTC_BINDINGS_PACKAGE}))
+        return Check.failed("live view (WebRTC)", f"missing: {missing}", f"{_SETUP} {packages})")
+    return Check.passed("live view (WebRTC)", "webrtcbin, libnice and GStreamer's WebRTC bindings")
 
 
 def version(gst: type[Gst]) -> Check:

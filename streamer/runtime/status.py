@@ -26,6 +26,8 @@ worker serves as status and metrics. Counters count from the worker's start:
   as wall-clock seconds; the first 64 viewers), ``sessions_total`` (viewers that played),
   ``medias``. A viewer starting or leaving is reported at once.
 - web: ``frames`` are its event loop's heartbeats; ``requests`` served.
+- live: ``frames`` handed to browsers, ``sessions`` (open), ``playing``, ``sessions_total``,
+  ``refused``, ``clients`` (``[{"session", "state", "since", "frames"}]``).
 
 Lines are far shorter than PIPE_BUF, so writes from several threads never interleave. A worker
 run on its own has no channel and the writer does nothing.

@@ -10,9 +10,13 @@ Access control is RTSP's: with RTSP credentials configured every endpoint but /h
 them (HTTP Basic, compared in constant time), and with RTSP_TLS_CERT/RTSP_TLS_KEY it speaks
 HTTPS. Every error is JSON ``{"error": "..."}``. Slow clients are bounded by aiohttp's
 per-connection handling plus our limits: a connection that has not completed a request within
-KEEPALIVE_S is closed, a request body may hold CLIENT_MAX_SIZE bytes and must arrive within
-BODY_TIMEOUT_S. Nothing slow runs on the event loop: the state file and /proc are local reads;
-the disk's free space is looked at in a thread (``snapshot``).
+KEEPALIVE_S is closed, a request body may hold CLIENT_MAX_SIZE bytes (a live view's SDP offer
+more: BODY_LIMITS) and must arrive within BODY_TIMEOUT_S. Nothing slow runs on the event loop:
+the state file and /proc are local reads; the disk's free space is looked at in a thread
+(``snapshot``).
+
+``GET /`` is the page for the ground (``page``), whose live view signals through
+``POST /api/v1/live`` (``live``).
 """
 
 from __future__ import annotations
@@ -31,13 +35,14 @@ from aiohttp import BasicAuth, hdrs, web
 from streamer.config import Settings
 from streamer.runtime.status import StatusWriter
 from streamer.runtime.worker import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
-from streamer.web import controls, metrics, recordings, status
+from streamer.web import controls, live, metrics, page, recordings, status
 from streamer.web.snapshot import Observer
 
 NAME = "web"
 HEARTBEAT_S = 0.5  # progress reports: the controller's watchdog sees a wedged loop by their absence
 KEEPALIVE_S = 10.0  # an idle connection, or one that has not sent a whole request, is closed after this
 CLIENT_MAX_SIZE = 4096  # bytes of a request body (the control endpoints take a few bytes of JSON)
+BODY_LIMITS = {live.PATH: live.MAX_OFFER_BYTES}  # paths whose bodies may be larger: a browser's SDP offer
 BODY_TIMEOUT_S = 5.0  # a request body must arrive within this
 SHUTDOWN_S = 2.0  # on SIGTERM, open requests get this long (well within STOP_GRACE_S)
 BACKLOG = 128
@@ -72,7 +77,9 @@ async def health(request: web.Request) -> web.Response:
 
 async def api_status(request: web.Request) -> web.Response:
     snap = request.app[OBSERVER].snapshot()
-    return web.json_response(status.build(request.app[SETTINGS], snap))
+    response = web.json_response(status.build(request.app[SETTINGS], snap))
+    response.enable_compression()  # when asked (Accept-Encoding): the page polls it every second
+    return response
 
 
 async def prometheus(request: web.Request) -> web.Response:
@@ -164,19 +171,23 @@ def authorized(pairs: tuple[tuple[bytes, bytes], ...], header: str | None) -> bo
 
 @web.middleware
 async def read_body_in_time(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Read a request's body (at most CLIENT_MAX_SIZE bytes) before its handler runs, within
-    BODY_TIMEOUT_S: a client that trickles a body gets 408, not a handler waiting forever.
-    Only for a route that exists and takes the method (otherwise 404/405 it is)."""
+    """Read a request's body (at most CLIENT_MAX_SIZE bytes, or its path's BODY_LIMITS) before
+    its handler runs, within BODY_TIMEOUT_S: a client that trickles a body gets 408, not a
+    handler waiting forever. Only for a route that exists and takes the method (otherwise
+    404/405 it is)."""
     if request.can_read_body and request.match_info.http_exception is None:
-        if (request.content_length or 0) > CLIENT_MAX_SIZE:  # refused at once, not after a wait
-            raise web.HTTPRequestEntityTooLarge(CLIENT_MAX_SIZE, request.content_length or 0)
+        limit = BODY_LIMITS.get(request.path, CLIENT_MAX_SIZE)
+        if (request.content_length or 0) > limit:  # refused at once, not after a wait
+            raise web.HTTPRequestEntityTooLarge(limit, request.content_length or 0)
         try:
             async with asyncio.timeout(BODY_TIMEOUT_S):
-                await request.read()  # kept by aiohttp: the handler's request.json() reads it again
+                body = await request.read()  # kept by aiohttp: the handler's request.json() reads it again
         except TimeoutError:
             raise web.HTTPRequestTimeout(
                 text=f"request body not received within {BODY_TIMEOUT_S:.0f} s"
             ) from None
+        if len(body) > limit:  # sent without a length (chunked): the app's limit is the largest
+            raise web.HTTPRequestEntityTooLarge(limit, len(body))
     return await handler(request)
 
 
@@ -188,7 +199,9 @@ def make_app(settings: Settings, observer: Observer, log: logging.Logger) -> web
     if settings.rtsp_auth:
         middlewares.append(require_credentials(settings.rtsp_credentials))
     middlewares.append(read_body_in_time)
-    app = web.Application(middlewares=middlewares, client_max_size=CLIENT_MAX_SIZE)
+    app = web.Application(
+        middlewares=middlewares, client_max_size=max(CLIENT_MAX_SIZE, *BODY_LIMITS.values())
+    )
     app[SETTINGS] = settings
     app[OBSERVER] = observer
     app[COUNTS] = Counts()
@@ -197,6 +210,8 @@ def make_app(settings: Settings, observer: Observer, log: logging.Logger) -> web
     app.router.add_get("/metrics", prometheus)
     app.add_routes(recordings.routes(settings))
     app.add_routes(controls.routes(settings))
+    app.add_routes(live.routes(settings))
+    app.add_routes(page.routes(settings))
     return app
 
 
