@@ -11,7 +11,6 @@ offer's reading as a pure function.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import signal
@@ -31,6 +30,7 @@ from streamer.live.session import CONNECT_TIMEOUT_S, PEER_SILENT_S
 from streamer.runtime.state import StackState
 from streamer.testing import Proc, wait_state
 from tests.harness import TEST_FPS, TEST_HEIGHT, TEST_WIDTH, wait_until
+from tests.http_client import Answer, http_request
 
 TEST_PAGE = "/live-test-page"  # answered by Playwright, at the stack's own origin
 MIN_FPS = 25  # of TEST_FPS (30) frames a second, over a few seconds, on a loaded machine
@@ -132,17 +132,6 @@ def test_an_answer_must_send_h264_as_the_offers_payload_type():
 # --- the stack
 
 
-@dataclass
-class Answer:
-    status: int
-    headers: http.client.HTTPMessage
-    body: bytes
-
-    def json(self) -> Any:
-        assert self.headers.get_content_type() == "application/json", (self.status, self.headers, self.body)
-        return json.loads(self.body)
-
-
 def request(
     env: dict[str, str],
     method: str,
@@ -150,14 +139,8 @@ def request(
     body: bytes | None = None,
     content_type: str | None = "application/sdp",
 ) -> Answer:
-    connection = http.client.HTTPConnection("127.0.0.1", int(env["HTTP_PORT"]), timeout=30)
     headers = {"Content-Type": content_type} if content_type and body is not None else {}
-    try:
-        connection.request(method, path, body=body, headers=headers)
-        response = connection.getresponse()
-        return Answer(response.status, response.headers, response.read())
-    finally:
-        connection.close()
+    return http_request(env, path, method, body, headers)
 
 
 def post_offer(env: dict[str, str], sdp: str = OFFER, **options: Any) -> Answer:

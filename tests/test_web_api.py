@@ -12,14 +12,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import http.client
-import json
 import logging
 import os
 import secrets
 import signal
 import ssl
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,19 +33,9 @@ from streamer.runtime.state import Restart, StackState, WorkerState
 from streamer.web import health, server
 from streamer.web.snapshot import Observer, RateMeter
 from tests.harness import USER, openssl_pair, settings_for, url, wait_until
+from tests.http_client import Answer, http_request
 
 # --- a client of the API
-
-
-@dataclass
-class Answer:
-    status: int
-    headers: http.client.HTTPMessage
-    body: bytes
-
-    def json(self) -> Any:
-        assert self.headers.get_content_type() == "application/json", (self.status, self.headers, self.body)
-        return json.loads(self.body)
 
 
 def http_env(env: dict[str, str], **overrides: str) -> dict[str, str]:
@@ -65,21 +53,7 @@ def request(
     tls: ssl.SSLContext | None = None,
     body: bytes | None = None,
 ) -> Answer:
-    port = int(env["HTTP_PORT"])
-    connection = (
-        http.client.HTTPSConnection("127.0.0.1", port, timeout=5, context=tls)
-        if tls
-        else http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    )
-    headers = {}
-    if credentials:
-        headers["Authorization"] = "Basic " + base64.b64encode(":".join(credentials).encode()).decode()
-    try:
-        connection.request(method, path, body=body, headers=headers)
-        response = connection.getresponse()
-        return Answer(response.status, response.headers, response.read())
-    finally:
-        connection.close()
+    return http_request(env, path, method, body, credentials=credentials, tls=tls, timeout=5)
 
 
 def answer(env: dict[str, str], path: str, **options: Any) -> Answer | None:

@@ -10,7 +10,6 @@ FFmpeg's tools (tests/media.py)."""
 from __future__ import annotations
 
 import asyncio
-import http.client
 import json
 import os
 import shutil
@@ -32,6 +31,7 @@ from streamer.storage import layout
 from streamer.testing import Proc, port_open
 from streamer.web import controls
 from tests.harness import TEST_HEIGHT, TEST_WIDTH, shm_segments, short_tempdir, stack_env, wait_until
+from tests.http_client import Answer, http_request
 from tests.media import decodes_cleanly, jpeg_size, video_info
 
 # Finished chunks that are not the last of their run are the plan's length; the last one of a run
@@ -44,31 +44,12 @@ LINKED_SESSION = "00000_2000-01-02T00-00-00Z"
 OUTSIDE_MARKER = b"outside SSD_PATH: must never be served"
 
 
-@dataclass
-class Answer:
-    status: int
-    headers: http.client.HTTPMessage
-    body: bytes
-
-    def json(self) -> Any:
-        assert self.headers.get_content_type() == "application/json", (self.status, self.headers, self.body)
-        return json.loads(self.body)
-
-
 def fetch(
     env: dict[str, str], target: str, method: str = "GET", body: bytes | None = None, **headers: str
 ) -> Answer:
     """One request with ``target`` sent exactly as given (no normalisation, no encoding)."""
-    connection = http.client.HTTPConnection("127.0.0.1", int(env["HTTP_PORT"]), timeout=30)
-    try:
-        connection.putrequest(method, target, skip_accept_encoding=True)
-        for name, value in {**headers, "Content-Length": str(len(body or b""))}.items():
-            connection.putheader(name.replace("_", "-"), value)
-        connection.endheaders(body)
-        response = connection.getresponse()
-        return Answer(response.status, response.headers, response.read())
-    finally:
-        connection.close()
+    named = {name.replace("_", "-"): value for name, value in headers.items()}
+    return http_request(env, target, method, body if body is not None else b"", named)
 
 
 def post(env: dict[str, str], target: str, payload: Any = None, raw: bytes | None = None) -> Answer:
