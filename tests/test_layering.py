@@ -56,6 +56,7 @@ PURE = [
     "streamer.web.status",
     "streamer.web.recordings",
     "streamer.web.controls",
+    "streamer.web.forwarding",
     "streamer.web.metrics",
     "streamer.web.live",
 ]

@@ -28,6 +28,7 @@ from streamer.config import Settings
 from streamer.runtime import commands
 from streamer.runtime.commands import CommandError, RecorderUnavailable
 from streamer.storage import catalog
+from streamer.web.forwarding import CommandQueue
 
 RECORDING_FIELDS = ("video", "images")
 COMMAND_TIMEOUT_S = 15.0  # a stop finalises the open chunk (its EOS may wait for a slow disk)
@@ -43,10 +44,6 @@ class BadRequest(web.HTTPBadRequest):
 
 def json_error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
-
-
-class Busy(RecorderUnavailable):
-    """Waited QUEUE_WAIT_S for the commands ahead: the recorder is not ready for another one."""
 
 
 def command_failed(err: CommandError) -> web.Response:
@@ -74,28 +71,12 @@ async def json_object(request: web.Request, allowed: tuple[str, ...]) -> dict[st
 class Controls:
     def __init__(self, settings: Settings) -> None:
         self.ssd_path = settings.ssd_path
-        self.socket_path = commands.socket_path(settings)
-        self._turn = asyncio.Lock()
+        self.queue = CommandQueue(
+            commands.socket_path(settings), 1, QUEUE_WAIT_S, "the recorder is busy with other commands"
+        )
 
     async def command(self, name: str, **fields: Any) -> dict[str, Any]:
-        """The recorder's answer to ``name``; raises CommandError (also when waiting too long for
-        the commands ahead of this one)."""
-        try:
-            async with asyncio.timeout(QUEUE_WAIT_S):
-                await self._turn.acquire()
-        except TimeoutError:
-            waited = f"waited {QUEUE_WAIT_S:g} s"
-            raise Busy(f"the recorder is busy with other commands ({waited}): try again") from None
-        try:
-            running = asyncio.ensure_future(
-                asyncio.to_thread(commands.request, self.socket_path, name, COMMAND_TIMEOUT_S, **fields)
-            )
-        except BaseException:
-            self._turn.release()
-            raise
-        # The turn passes on when the command is done, even if this request is abandoned first.
-        running.add_done_callback(lambda _: self._turn.release())
-        return await asyncio.shield(running)
+        return await self.queue.send(name, COMMAND_TIMEOUT_S, **fields)
 
     async def recording(self, request: web.Request) -> web.StreamResponse:
         body = await json_object(request, RECORDING_FIELDS)

@@ -20,7 +20,6 @@ QUEUE_WAIT_S (a crowd reconnecting after a restart), then get 503.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from typing import Any
@@ -30,6 +29,7 @@ from aiohttp import hdrs, web
 from streamer.config import Settings
 from streamer.runtime import commands
 from streamer.runtime.commands import CommandError, Unavailable
+from streamer.web.forwarding import CommandQueue
 
 PATH = "/api/v1/live"
 SDP = "application/sdp"
@@ -69,36 +69,17 @@ def refused(err: CommandError) -> web.Response:
 class Live:
     def __init__(self, settings: Settings) -> None:
         self.enabled = settings.enable_rtsp
-        self.socket_path = commands.live_socket_path(settings)
-        self._pending = asyncio.Semaphore(MAX_PENDING)
+        self.queue = CommandQueue(
+            commands.live_socket_path(settings),
+            MAX_PENDING,
+            QUEUE_WAIT_S,
+            f"the {WORKER} is busy with other offers",
+            worker=WORKER,
+            max_line_bytes=commands.LIVE_MAX_LINE_BYTES,
+        )
 
     async def command(self, name: str, timeout_s: float, **fields: Any) -> dict[str, Any]:
-        """The live worker's answer to ``name``; raises CommandError (Unavailable also when the
-        commands ahead of this one took too long)."""
-        try:
-            async with asyncio.timeout(QUEUE_WAIT_S):
-                await self._pending.acquire()
-        except TimeoutError:
-            raise Unavailable(f"the {WORKER} is busy with other offers: try again") from None
-        try:
-            running = asyncio.ensure_future(
-                asyncio.to_thread(
-                    commands.request,
-                    self.socket_path,
-                    name,
-                    timeout_s,
-                    worker=WORKER,
-                    max_line_bytes=commands.LIVE_MAX_LINE_BYTES,
-                    **fields,
-                )
-            )
-        except BaseException:
-            self._pending.release()
-            raise
-        # The place passes on when the command is done, even if this request is abandoned first
-        # (the live worker then ends the session nobody will connect to by itself).
-        running.add_done_callback(lambda _: self._pending.release())
-        return await asyncio.shield(running)
+        return await self.queue.send(name, timeout_s, **fields)
 
     async def offer(self, request: web.Request) -> web.StreamResponse:
         if not self.enabled:
