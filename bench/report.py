@@ -87,15 +87,17 @@ def rows(results: dict[str, Any]) -> list[Row]:
                     target,
                 )
             )
-    for transport, label in (("udp", "UDP"), ("tcp", "TCP")):
-        out.append(
-            Row(
-                f"stamps not read / frames decoded, {label}",
-                "%",
-                _failed_percent(_get(stack, "latency", transport)),
-                _failed_percent(_get(floor, "latency", transport)),
+    frame_counts = (("frames_damaged", "damaged by lost packets"), ("stamps_failed", "stamps not read"))
+    for transport, label in (("udp", "UDP"), ("tcp", "TCP"), ("udp_8_viewers", "UDP, 8 viewers")):
+        for key, what in frame_counts:
+            out.append(
+                Row(
+                    f"{what} / frames decoded, {label}",
+                    "%",
+                    _percent_of_frames(_get(stack, "latency", transport), key),
+                    _percent_of_frames(_get(floor, "latency", transport), key),
+                )
             )
-        )
     stack_joins, floor_joins = stack.get("late_join_s"), floor.get("late_join_s")
     for name, fn in (("median", statistics.median), ("max", max)):
         out.append(
@@ -188,10 +190,12 @@ def _unpaced(side: dict[str, Any]) -> list[float] | None:
     return [join for join, waited in zip(joins, paced, strict=False) if not waited] or None
 
 
-def _failed_percent(phase: dict[str, Any] | None) -> float | None:
-    if not phase or not phase.get("frames_decoded"):
+def _percent_of_frames(phase: dict[str, Any] | None, key: str) -> float | None:
+    """``key`` (a count of frames) as a share of the frames decoded; None where not measured
+    (results from before ``frames_damaged`` existed have none)."""
+    if not phase or not phase.get("frames_decoded") or key not in phase:
         return None
-    return 100 * phase["stamps_failed"] / phase["frames_decoded"]
+    return 100 * phase[key] / phase["frames_decoded"]
 
 
 def _number(value: float | None, unit: str) -> str:

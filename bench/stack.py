@@ -160,11 +160,12 @@ def _phases(out: dict[str, Any], plan: Plan, url: str, pids: Callable[[], dict[s
         out["latency"][key] = phase
         summary = phase["latency_ms"]
         log.info(
-            "  %s: p50 %s ms, p99 %s ms, %d frames, %d stamps unread",
+            "  %s: p50 %s ms, p99 %s ms, %d frames, %d damaged by lost packets, %d stamps unread",
             key,
             _fmt(summary["p50"]),
             _fmt(summary["p99"]),
             phase["frames_decoded"],
+            phase["frames_damaged"],
             phase["stamps_failed"],
         )
     out["cpu"]["1_viewer"] = out["latency"]["udp"]["cpu_percent"]

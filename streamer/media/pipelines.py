@@ -43,6 +43,7 @@ VIDEO_QUEUE_ELEMENT = "video_queue"
 IMAGE_QUEUE_ELEMENT = "image_queue"
 VIDEO_ENCODER_ELEMENT = "video_encoder"
 VIDEO_SINK_ELEMENT = "video_chunks"
+STREAM_QUEUE_ELEMENT = "stream_queue"
 STREAM_ENCODER_ELEMENT = "stream_encoder"
 PAYLOADER_ELEMENT = "pay0"  # the name gst-rtsp-server looks for
 IMAGE_SINK_ELEMENT = "snapshots"
@@ -234,7 +235,7 @@ def rtsp_media(s: Settings) -> str:
     """
     return (
         f"{shm_reader_source(s, s.shm_stream_socket)} "
-        f"! {_leaky_queue('stream_queue', STREAM_QUEUE_FRAMES)} "
+        f"! {_leaky_queue(STREAM_QUEUE_ELEMENT, STREAM_QUEUE_FRAMES)} "
         f"! x264enc name={STREAM_ENCODER_ELEMENT} tune=zerolatency speed-preset=ultrafast bframes=0 "
         f"key-int-max={s.video_fps * STREAM_KEYFRAME_INTERVAL_S} bitrate={max(1, s.video_bitrate // 1000)} "
         "! h264parse config-interval=-1 "

@@ -76,7 +76,11 @@ class RtspClient:
       ``fps(last)``; ``size``: the decoded frames' (width, height);
     - ``deltas_before_keyframe``: access units received before the first IDR (decoding client);
     - ``samples``: ``(seconds since start, capture→decoded ms)`` for every frame whose stamp was
-      read; ``stamps_failed``: decoded frames without a readable stamp;
+      read; ``stamps_failed``: intact decoded frames without a readable stamp;
+    - ``frames_damaged``: frames decoded from a stream that had lost packets (RTP sequence
+      gaps: UDP loss, or the jitter buffer giving up on a late packet), from the frame after
+      the gap to the next keyframe received whole. The decoder conceals such losses, so their
+      pictures, stamp included, may be smeared: they are counted apart, not read;
     - ``errors``: errors posted while playing. Errors posted once ``stop()`` has begun (rtspsrc
       failing to send its TEARDOWN to a busy or gone server, say) are ``teardown_errors``: the
       viewer had already seen what it came for.
@@ -116,16 +120,22 @@ class RtspClient:
         self.deltas_before_keyframe: int | None = None
         self.samples: list[tuple[float, float]] = []
         self.stamps_failed = 0
+        self.frames_damaged = 0
         self.errors: list[str] = []
         self.teardown_errors: list[str] = []
         self._stopping = False
         self._deltas = 0
         self._stamps = StampReader()
+        self._damaged_pts: set[int] = set()  # access units decoded from a stream with a gap
+        self._in_damage = False
+        self._seen_access_unit = False
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         counted = self.pipeline.get_by_name("decoder" if decode else "depay")
         counted.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, self._on_frame)
         if decode:
+            depay = self.pipeline.get_by_name("depay").get_static_pad("src")
+            depay.add_probe(Gst.PadProbeType.BUFFER, self._on_depayloaded)
             parse = self.pipeline.get_by_name("parse").get_static_pad("src")
             parse.add_probe(Gst.PadProbeType.BUFFER, self._on_access_unit)
         bus = self.pipeline.get_bus()
@@ -196,9 +206,31 @@ class RtspClient:
                 self.deltas_before_keyframe = self._deltas
         return Gst.PadProbeReturn.OK
 
+    def _on_depayloaded(self, _pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
+        """Note the access units that depend on lost packets. The depayloader flags the first
+        one after an RTP sequence gap DISCONT (the very first one too: nothing is lost there);
+        a keyframe that comes whole ends the damage."""
+        buffer = info.get_buffer()
+        gap = buffer.has_flags(Gst.BufferFlags.DISCONT) and self._seen_access_unit
+        self._seen_access_unit = True
+        if gap:
+            self._in_damage = True
+        elif not buffer.has_flags(Gst.BufferFlags.DELTA_UNIT):
+            self._in_damage = False
+        if self._in_damage and buffer.pts != Gst.CLOCK_TIME_NONE:
+            with self._lock:
+                self._damaged_pts.add(buffer.pts)
+        return Gst.PadProbeReturn.OK
+
     def _on_frame(self, pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
         decoded_wall, decoded_mono = time.time(), time.monotonic()
-        age = self._stamps.age_ms(pad, info.get_buffer(), decoded_wall) if self.read_stamps else None
+        buffer = info.get_buffer()
+        with self._lock:
+            damaged = buffer.pts in self._damaged_pts
+            if self._damaged_pts:  # forget this one and any the decoder dropped before it
+                self._damaged_pts = {pts for pts in self._damaged_pts if pts > buffer.pts}
+        read = self.read_stamps and not damaged
+        age = self._stamps.age_ms(pad, buffer, decoded_wall) if read else None
         size = None
         if self.size is None and (caps := pad.get_current_caps()) is not None:
             structure = caps.get_structure(0)
@@ -208,7 +240,9 @@ class RtspClient:
             self.frame_times.append(decoded_mono)
             if size is not None:
                 self.size = size
-            if age is not None:
+            if damaged:
+                self.frames_damaged += 1
+            elif age is not None:
                 self.samples.append((decoded_mono - self.started_at, age))
             elif self.read_stamps:
                 self.stamps_failed += 1
@@ -225,6 +259,7 @@ class RtspClient:
         """What this client saw, JSON-ready. ``errors`` are those while playing only."""
         with self._lock:
             frames, failed, errors = self.frames, self.stamps_failed, list(self.errors)
+            damaged = self.frames_damaged
         return {
             "url": self.url,
             "protocols": self.protocols or "auto",
@@ -235,6 +270,7 @@ class RtspClient:
             "fps": round(self.fps(), 2),
             "deltas_before_keyframe": self.deltas_before_keyframe,
             "stamps_failed": failed,
+            "frames_damaged": damaged,
             "warmup_s": warmup_s,
             "latency_ms": LatencySummary.of(self.latencies_ms(warmup_s)).as_dict(),
             "errors": errors,

@@ -163,6 +163,11 @@ class StreamServer:
         top = pipeline.get_parent()
         if isinstance(top, Gst.Pipeline):
             top.set_latency(0)
+        # Frames are stamped on arrival: a backlog after a starved moment (here or in the
+        # feeder) would leave a few ms apart, and players and ffprobe would see a frame rate of
+        # hundreds. Like the recorder, keep the first of such frames and drop the rest.
+        half_frame_ns = 500_000_000 // self.settings.video_fps
+        gst.drop_bunched_frames(pipeline.get_by_name(pipelines.STREAM_QUEUE_ELEMENT), "src", half_frame_ns)
         gst.add_buffer_probe(pipeline.get_by_name(pipelines.PAYLOADER_ELEMENT), "sink", self._on_frame)
         media.connect("handle-message", self._on_media_message)
         media.connect("unprepared", self._on_media_unprepared)
