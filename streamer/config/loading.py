@@ -31,6 +31,7 @@ OWN_PREFIXES = (
     "STOP_",
     "STALL_",
     "CAMERA_",
+    "MAVLINK_",
 )
 
 

@@ -13,6 +13,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 SYNTHETIC_CAMERA = "test"
@@ -277,3 +278,99 @@ def ssd_path(raw: str) -> Path:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"must be writable, but {existing} is not writable by this user")
     return path
+
+
+# MAVLink links, as pymavlink's connection strings name them: UDP towards a router or autopilot
+# (udpout), UDP waiting for one (udpin; pymavlink's plain "udp" is the same), TCP as a client,
+# or a serial device with its baud rate.
+MAVLINK_NETWORK_KINDS = ("udpout", "udpin", "udp", "tcp")
+MAVLINK_BAUD_RATES = (9600, 19200, 38400, 57600, 115200, 230400, 460800, 500000, 921600, 1500000, 3000000)
+MAVLINK_DEFAULT_BAUD = 57600
+_HOST_NAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})")
+
+
+@dataclass(frozen=True)
+class MavlinkEndpoint:
+    """Where the MAVLink camera component talks: ``kind`` (udpout, udpin, tcp or serial), a host
+    and port, or a serial ``device`` and ``baud``. ``connection`` is pymavlink's string for it."""
+
+    kind: str
+    host: str = ""
+    port: int = 0
+    device: str = ""
+    baud: int = 0
+
+    @property
+    def connection(self) -> str:
+        if self.kind == "serial":
+            return self.device
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.kind}:{host}:{self.port}"
+
+    def __str__(self) -> str:
+        return f"{self.device}:{self.baud}" if self.kind == "serial" else self.connection
+
+
+def mavlink_url(raw: str) -> MavlinkEndpoint | None:
+    """Empty (no MAVLink), ``udpout:HOST:PORT``, ``udpin:ADDRESS:PORT`` (``udp:`` is udpin),
+    ``tcp:HOST:PORT``, or a serial device ``/dev/NAME[:BAUD]`` (57600 when not given)."""
+    raw = raw.strip()
+    if not raw:
+        return None
+    allowed = (
+        "must be empty, udpout:HOST:PORT, udpin:ADDRESS:PORT, tcp:HOST:PORT or a serial device "
+        "/dev/NAME[:BAUD] (e.g. udpout:127.0.0.1:14550, /dev/ttyAMA0:921600)"
+    )
+    if raw.startswith("/dev/"):
+        device, _, baud_text = raw.partition(":")
+        if not _DEVICE_RE.fullmatch(device) or ".." in device:
+            raise ValueError(allowed)
+        if not baud_text:
+            return MavlinkEndpoint("serial", device=device, baud=MAVLINK_DEFAULT_BAUD)
+        if not baud_text.isdigit() or int(baud_text) not in MAVLINK_BAUD_RATES:
+            raise ValueError(f"baud rate must be one of {', '.join(map(str, MAVLINK_BAUD_RATES))}")
+        return MavlinkEndpoint("serial", device=device, baud=int(baud_text))
+    kind, _, rest = raw.partition(":")
+    if kind not in MAVLINK_NETWORK_KINDS:
+        raise ValueError(allowed)
+    host, _, port_text = rest.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or not port_text:
+        raise ValueError(f"{allowed}: a host and a port are needed")
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"{allowed}: the port must be 1-65535")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        if kind in ("udpin", "udp") or not _HOST_NAME_RE.fullmatch(host):
+            what = "an address" if kind in ("udpin", "udp") else "an address or host name"
+            raise ValueError(f"{allowed}: {host!r} is not {what}") from None
+    else:
+        if address.is_unspecified and kind not in ("udpin", "udp"):
+            raise ValueError(f"{allowed}: {kind} needs the peer's address, not {host}")
+        host = str(address)
+    return MavlinkEndpoint("udpin" if kind == "udp" else kind, host=host, port=int(port_text))
+
+
+def optional_int_range(low: int, high: int) -> Callable[[str], int | None]:
+    """Empty (decided at runtime), or a whole number from ``low`` to ``high``."""
+    whole = int_range(low, high)
+
+    def parse(raw: str) -> int | None:
+        return None if not raw.strip() else whole(raw)
+
+    return parse
+
+
+def optional_host(raw: str) -> str:
+    """Empty, or an IP address or host name (what goes between ``rtsp://`` and the port)."""
+    raw = raw.strip()
+    if not raw:
+        return ""
+    try:
+        return str(ipaddress.ip_address(raw))
+    except ValueError:
+        pass
+    if _HOST_NAME_RE.fullmatch(raw) and ".." not in raw and not raw.endswith("-"):
+        return raw
+    raise ValueError("must be empty, an IP address or a host name (letters, digits, . and -)")

@@ -209,6 +209,34 @@ class Settings:
         "Address the HTTP API listens on, as `RTSP_BIND`. It takes the RTSP credentials (all but `/health`) "
         "and, with `RTSP_TLS_CERT`/`RTSP_TLS_KEY`, serves HTTPS.",
     )
+    mavlink_url: parsers.MavlinkEndpoint | None = setting(
+        "MAVLINK_URL",
+        "",
+        parsers.mavlink_url,
+        "Run the MAVLink camera component on this link: `udpout:HOST:PORT` (towards mavlink-router or the "
+        "autopilot), `udpin:ADDRESS:PORT`, `tcp:HOST:PORT`, or a serial device `/dev/NAME[:BAUD]` (57600). "
+        "Empty: none. See [MAVLink](docs/mavlink.md).",
+    )
+    mavlink_system_id: int | None = setting(
+        "MAVLINK_SYSTEM_ID",
+        "",
+        parsers.optional_int_range(1, 255),
+        "The component's MAVLink system id. Empty: the vehicle's, learnt from its heartbeat (1 until then).",
+    )
+    mavlink_component_id: int = setting(
+        "MAVLINK_COMPONENT_ID",
+        "100",
+        parsers.int_range(1, 255),
+        "The component's MAVLink component id (100 is `MAV_COMP_ID_CAMERA`; 101-105 for more cameras).",
+    )
+    mavlink_stream_host: str = setting(
+        "MAVLINK_STREAM_HOST",
+        "",
+        parsers.optional_host,
+        "The address (or name) ground stations reach the RTSP stream at, for the URI the component "
+        "advertises. Empty: the address of the interface that reaches the MAVLink peer, or, when that "
+        "is this machine, the one holding the default route.",
+    )
     log_level: str = setting("LOG_LEVEL", "INFO", parsers.log_level, "`DEBUG`, `INFO`, `WARNING` or `ERROR`.")
     restart_delay_min_s: float = setting(
         "RESTART_DELAY_MIN_S",
