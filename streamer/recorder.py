@@ -30,7 +30,14 @@ included).
 The ``snapshot`` command encodes the latest frame as a full-size JPEG and saves it as
 ``snapshot_NNNNN.jpg`` in the open session, or, with none open, in the newest session this
 recorder made (a new one if it made none): it works with recording off too. The answer, with
-the file's path, comes once the file is on disk.
+the file's path, comes once the file is on disk. The JPEG's EXIF holds the capture date and
+time; given a ``geotag`` (``streamer.runtime.geotag``: the MAVLink component sends the
+vehicle's position), also the GPS position, logged with the file's name. A geotag that is
+malformed or out of range refuses the snapshot before anything is taken.
+
+The progress reports say, besides the counts, what is recorded and when the video being
+recorded began (``recording_since``, Unix time): video recorded on while images are added or
+dropped is one recording; stopping it, by the operator or for a full disk, ends it.
 
 Threads: the command server's thread never touches the pipeline or the counters. It hands each
 command to the GLib main loop (``GLib.idle_add``) and waits for the answer; only the snapshot's
@@ -75,6 +82,7 @@ from streamer.config import Settings
 from streamer.media import gst, pipelines
 from streamer.media.gst import GLib, Gst
 from streamer.runtime import commands
+from streamer.runtime.geotag import Geotag, GeotagError
 from streamer.runtime.status import StatusWriter
 from streamer.runtime.worker import EXIT_OK, run_worker
 from streamer.storage import layout, retention
@@ -163,6 +171,13 @@ class WishFile:
             self._log.warning("cannot keep the recording choice in %s: %s", self.path, err)
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
+
+
+def _names(fields: list[str], limit: int = 60) -> str:
+    """Field names for an error message, cut short: the refusal must fit the command channel's
+    line however many were sent."""
+    text = ", ".join(fields)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _settle(future: Future[T], work: Callable[[], T]) -> None:
@@ -347,6 +362,7 @@ class Recorder:
         self.recording = NOTHING  # the running pipeline's branches
         self.open_session: Path | None = None  # the session being recorded (or paused) into
         self.paused = False  # for a full disk
+        self.video_since: float | None = None  # wall-clock start of the video being recorded
         self.frames = 0
         self.stopping = False
         self.calls = MainLoopCalls()
@@ -456,6 +472,12 @@ class Recorder:
         gst.add_buffer_probe(runner.element(counted), "src", self._on_frame)
         if branches.video:
             pace_video(runner.element, settings.video_fps)
+        # Video recorded on across a change of pipeline that keeps it (images added or dropped)
+        # is one recording; stopping it, by the operator or for a full disk, ends it.
+        if not branches.video:
+            self.video_since = None
+        elif self.video_since is None:
+            self.video_since = time.time()
         if branches:
             self.log.info("recording %s into %s", branches, session)
         elif not self.paused:
@@ -590,7 +612,14 @@ class Recorder:
             bytes=recordings.bytes if recordings else 0,
             deleted_files=recordings.deleted_files if recordings else 0,
             deleted_bytes=recordings.deleted_bytes if recordings else 0,
+            recording_since=self._recording_since(),
         )
+
+    def _recording_since(self) -> float | None:
+        """When the video being recorded now began (Unix time), or None when none is."""
+        if not self.recording.video or self.video_since is None:
+            return None
+        return round(self.video_since, 3)
 
     def _set_wish(self, video: bool | None, images: bool | None) -> dict[str, Any] | None:
         """The ``recording`` command on the main loop: its answer, or None when the answer
@@ -664,7 +693,7 @@ class Recorder:
             if command == "recording":
                 return self._recording_command(message)
             if command == "snapshot":
-                return self._snapshot_command()
+                return self._snapshot_command(message)
             raise CommandFailed(f"unknown command {command!r} (known: recording, snapshot)")
         except CommandFailed as err:
             return {"ok": False, "error": str(err)}
@@ -672,7 +701,7 @@ class Recorder:
     def _recording_command(self, message: dict[str, Any]) -> dict[str, Any]:
         unknown = sorted(set(message) - {"command", "video", "images"})
         if unknown:
-            raise CommandFailed(f"unknown field(s) of recording: {', '.join(unknown)}")
+            raise CommandFailed(f"unknown field(s) of recording: {_names(unknown)}")
         video, images = message.get("video"), message.get("images")
         for name, value in (("video", video), ("images", images)):
             if value is not None and not isinstance(value, bool):
@@ -687,7 +716,15 @@ class Recorder:
 
         return self.calls.call(work, self.eos_timeout_s + COMMAND_SLACK_S)
 
-    def _snapshot_command(self) -> dict[str, Any]:
+    def _snapshot_command(self, message: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(message) - {"command", "geotag"})
+        if unknown:
+            raise CommandFailed(f"unknown field(s) of snapshot: {_names(unknown)}")
+        try:  # checked before anything is taken: a bad geotag writes nothing
+            geotag = None if message.get("geotag") is None else Geotag.from_fields(message["geotag"])
+        except GeotagError as err:
+            raise CommandFailed(str(err)) from None
+
         def work(future: Future[tuple[Gst.Element, Path]]) -> None:
             found = self._latest_frame()
             if found is not None:
@@ -705,21 +742,32 @@ class Recorder:
             if time.monotonic() >= deadline:
                 raise CommandFailed(f"no frame from the camera within {SNAPSHOT_FRAME_TIMEOUT_S:g} s")
             # Otherwise its pipeline was ending (the disk filled up, say): ask for the next one.
+        taken_at = time.time()  # the latest frame is at most a frame interval older
         try:
-            jpeg, width, height = gst.encode_jpeg(sample)
-        except GLib.Error as err:
-            raise CommandFailed(f"cannot encode the frame as JPEG: {err.message}") from None
+            jpeg, width, height = gst.encode_jpeg(sample, taken_at=taken_at, geotag=geotag)
+        except gst.JpegError as err:
+            raise CommandFailed(f"cannot encode the frame as JPEG: {err}") from None
         try:
             path = layout.save_snapshot(session, jpeg)
         except OSError as err:
             raise CommandFailed(f"cannot save the snapshot in {session}: {err.strerror or err}") from None
-        self.log.info("snapshot saved: %s", path)
+        if geotag is not None:
+            self.log.info("snapshot saved: %s, geotagged %s", path, geotag)
+        else:
+            self.log.info("snapshot saved: %s", path)
         with contextlib.suppress(CommandFailed):  # saved all the same, if the recorder is stopping
             self.calls.call(
                 functools.partial(_settle, work=functools.partial(self._snapshot_saved, path)),
                 COMMAND_SLACK_S,
             )
-        return {"ok": True, "path": str(path), "session": session.name, "width": width, "height": height}
+        return {
+            "ok": True,
+            "path": str(path),
+            "session": session.name,
+            "width": width,
+            "height": height,
+            "geotagged": geotag is not None,
+        }
 
     def _snapshot_source(self) -> tuple[Gst.Element, Path]:
         found = self._latest_frame()

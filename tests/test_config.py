@@ -116,7 +116,34 @@ BAD = [
     ("SHM_GROUP", "987654", "an existing group"),
     ("ENABLE_RSTP", "0", "unknown setting (did you mean ENABLE_RTSP?)"),
     ("VIDEO_FRAMERATE", "30", "unknown setting"),
+    ("MAVLINK_URL", "http://127.0.0.1:14550", "must be empty, udpout:HOST:PORT, udpin:ADDRESS:PORT"),
+    ("MAVLINK_URL", "udpout:127.0.0.1", "a host and a port are needed"),
+    ("MAVLINK_URL", "udpout:127.0.0.1:0", "the port must be 1-65535"),
+    ("MAVLINK_URL", "udpout:0.0.0.0:14550", "udpout needs the peer's address"),
+    ("MAVLINK_URL", "udpin:fc.local:14550", "is not an address"),
+    ("MAVLINK_URL", "tcp:a b:5760", "is not an address or host name"),
+    ("MAVLINK_URL", "/dev/ttyUSB0:1234", "baud rate must be one of"),
+    ("MAVLINK_URL", "/dev/tty!x:57600", "a serial device /dev/NAME[:BAUD]"),
+    ("MAVLINK_SYSTEM_ID", "0", "from 1 to 255"),
+    ("MAVLINK_COMPONENT_ID", "256", "from 1 to 255"),
+    ("MAVLINK_STREAM_HOST", "drone host", "an IP address or a host name"),
+    ("MAVLINK_SYTEM_ID", "1", "unknown setting (did you mean MAVLINK_SYSTEM_ID?)"),
 ]
+
+
+@pytest.mark.parametrize(
+    ("value", "kind", "connection", "shown"),
+    [
+        ("udpout:127.0.0.1:14550", "udpout", "udpout:127.0.0.1:14550", "udpout:127.0.0.1:14550"),
+        ("udp:0.0.0.0:14560", "udpin", "udpin:0.0.0.0:14560", "udpin:0.0.0.0:14560"),
+        ("tcp:fc.local:5760", "tcp", "tcp:fc.local:5760", "tcp:fc.local:5760"),
+        ("/dev/ttyAMA0:921600", "serial", "/dev/ttyAMA0", "/dev/ttyAMA0:921600"),
+        ("/dev/ttyUSB0", "serial", "/dev/ttyUSB0", "/dev/ttyUSB0:57600"),
+    ],
+)
+def test_mavlink_links_as_pymavlink_names_them(tmp_path: Path, value, kind, connection, shown):
+    endpoint = config.load({"HOME": str(tmp_path), "MAVLINK_URL": value}).mavlink_url
+    assert (endpoint.kind, endpoint.connection, str(endpoint)) == (kind, connection, shown)
 
 
 @pytest.mark.parametrize(("variable", "value", "allowed"), BAD, ids=[f"{v}={x!r}" for v, x, _ in BAD])

@@ -1,6 +1,6 @@
 """Dependencies run one way (see README, "Code layout").
 
-    config  ←  runtime  ←  storage, media  ←  workers (feeder, recorder, rtsp, web, live)
+    config  ←  runtime  ←  storage, media  ←  workers (feeder, recorder, rtsp, web, live, mavlink)
                    ↖  control (the controller; no GStreamer)  ←  drone
 
 Read from the source (every import, also those inside functions) and, for "never loads
@@ -19,7 +19,14 @@ import pytest
 from tests.harness import ROOT
 
 PACKAGE = ROOT / "streamer"
-WORKERS = ("streamer.feeder", "streamer.recorder", "streamer.rtsp", "streamer.web", "streamer.live")
+WORKERS = (
+    "streamer.feeder",
+    "streamer.recorder",
+    "streamer.rtsp",
+    "streamer.web",
+    "streamer.live",
+    "streamer.mavlink",
+)
 CONTROLLER = ("streamer.control", "streamer.drone")
 # What each part may import of the project (besides itself).
 ALLOWED = {
@@ -31,6 +38,9 @@ ALLOWED = {
     "streamer.drone": {"streamer.control"},
     # The web worker reads the controller's published state (runtime), never the controller.
     "streamer.web": {"streamer.config", "streamer.runtime", "streamer.storage", "streamer.media"},
+    # The MAVLink camera component: like the web worker, it reads the published state and
+    # commands the recorder; no GStreamer.
+    "streamer.mavlink": {"streamer.config", "streamer.runtime", "streamer.storage"},
     # A tool beside the stack: it looks at what the workers would use, and asks the web worker.
     "streamer.doctor": {"streamer.config", "streamer.runtime", "streamer.storage", "streamer.media"},
 }
@@ -59,6 +69,7 @@ PURE = [
     "streamer.web.forwarding",
     "streamer.web.metrics",
     "streamer.web.live",
+    "streamer.mavlink",
 ]
 GLUE = "streamer.media.gst"  # the one module that imports gi
 

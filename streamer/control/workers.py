@@ -15,6 +15,7 @@ RECORDER = WorkerSpec("recorder", "streamer.recorder")
 RTSP = WorkerSpec("rtsp", "streamer.rtsp")
 WEB = WorkerSpec("web", "streamer.web")
 LIVE = WorkerSpec("live", "streamer.live")
+MAVLINK = WorkerSpec("mavlink", "streamer.mavlink")
 
 # The web worker's event loop beats twice a second; this long without a beat, it is wedged.
 STALL_WEB_S = 10.0
@@ -22,6 +23,8 @@ STALL_WEB_S = 10.0
 # stream stops is ended by the worker itself within seconds (then it is idle): this long without
 # a frame with sessions open, or without a report, it is wedged.
 STALL_LIVE_S = 15.0
+# The MAVLink camera component's loop beats every second, heard or not by anyone.
+STALL_MAVLINK_S = 10.0
 
 
 def consumer_specs(settings: Settings) -> list[WorkerSpec]:
@@ -34,10 +37,14 @@ def service_specs(settings: Settings) -> list[WorkerSpec]:
     """Workers that serve the stack rather than being part of it: started before it, kept
     running across its restarts, and restarted alone when they fail (their failure never
     touches the camera or the recording). Live view (WebRTC for browsers) needs both the HTTP
-    API, which takes the browsers' offers, and the RTSP stream, which it passes on."""
-    if not settings.enable_http:
-        return []
-    return [WEB, LIVE] if settings.enable_rtsp else [WEB]
+    API, which takes the browsers' offers, and the RTSP stream, which it passes on. The MAVLink
+    camera component runs when MAVLINK_URL names a link."""
+    services = []
+    if settings.enable_http:
+        services += [WEB, LIVE] if settings.enable_rtsp else [WEB]
+    if settings.mavlink_url is not None:
+        services.append(MAVLINK)
+    return services
 
 
 def stall_limit(settings: Settings, spec: WorkerSpec) -> float:
@@ -47,6 +54,7 @@ def stall_limit(settings: Settings, spec: WorkerSpec) -> float:
         RTSP: settings.stall_rtsp_s,
         WEB: STALL_WEB_S,
         LIVE: STALL_LIVE_S,
+        MAVLINK: STALL_MAVLINK_S,
     }[spec]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import re
 import signal
+import time
 from collections.abc import Callable
 
 import gi
@@ -19,6 +20,7 @@ gi.require_version("GstRtspServer", "1.0")
 gi.require_version("GstPbutils", "1.0")
 from gi.repository import Gio, GLib, Gst, GstPbutils, GstRtsp, GstRtspServer, GstVideo  # noqa: E402
 
+from streamer.runtime.geotag import Geotag  # noqa: E402
 from streamer.runtime.worker import EXIT_FAILURE, EXIT_OK  # noqa: E402
 
 __all__ = [
@@ -250,18 +252,90 @@ def pull_sample(appsink: Gst.Element, timeout_s: float) -> Gst.Sample | None:
     return appsink.emit("try-pull-sample", int(timeout_s * Gst.SECOND))
 
 
-def encode_jpeg(sample: Gst.Sample, timeout_s: float = 5.0) -> tuple[bytes, int, int]:
+class JpegError(RuntimeError):
+    """A frame could not be encoded as a JPEG; the message says why."""
+
+
+# The pipeline that encodes one frame: jifmux writes the EXIF segment from the tags merged into
+# it (GstTagSetter), GPS tags included.
+JPEG_ENCODER = (
+    "appsrc name=frame format=time ! videoconvert ! jpegenc ! jifmux name=exif "
+    "! appsink name=jpeg sync=false wait-on-eos=false"
+)
+
+
+def encode_jpeg(
+    sample: Gst.Sample,
+    timeout_s: float = 5.0,
+    *,
+    taken_at: float | None = None,
+    geotag: Geotag | None = None,
+) -> tuple[bytes, int, int]:
     """A raw video frame as a JPEG of its own size: (the JPEG's bytes, width, height).
 
-    GstVideo converts it in a pipeline of its own (videoconvert, jpegenc), in the calling
-    thread. Raises GLib.Error if it cannot (e.g. no JPEG encoder).
+    Its EXIF holds the capture date and time ``taken_at`` (Unix time; the local time of this
+    computer, as EXIF has it, to the second) and, with a ``geotag``, the GPS latitude,
+    longitude, altitude and, when known, the direction the camera looked. Without a geotag it
+    has no GPS tags at all.
+
+    The frame is encoded in a pipeline of its own (videoconvert, jpegenc, jifmux) that the
+    calling thread waits for, at most ``timeout_s``: no main loop is involved. Raises JpegError
+    if it cannot (an element missing, a frame it cannot convert, the deadline).
     """
-    jpeg = GstVideo.video_convert_sample(
-        sample, Gst.Caps.from_string("image/jpeg"), int(timeout_s * Gst.SECOND)
+    try:
+        pipeline = Gst.parse_launch(JPEG_ENCODER)
+    except GLib.Error as err:
+        raise JpegError(f"cannot make a JPEG encoder: {err.message}") from None
+    pipeline.get_by_name("exif").merge_tags(
+        _photo_tags(time.time() if taken_at is None else taken_at, geotag), Gst.TagMergeMode.REPLACE
     )
+    source, sink, bus = pipeline.get_by_name("frame"), pipeline.get_by_name("jpeg"), pipeline.get_bus()
+    try:
+        if pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
+            raise JpegError(_bus_error(bus) or "the JPEG encoder does not start")
+        source.emit("push-sample", sample)
+        source.emit("end-of-stream")
+        # All of it has reached the sink at end-of-stream; an error ends the wait sooner.
+        ended = bus.timed_pop_filtered(
+            int(timeout_s * Gst.SECOND), Gst.MessageType.EOS | Gst.MessageType.ERROR
+        )
+        if ended is None:
+            raise JpegError(f"the JPEG encoder did not finish within {timeout_s:g} s")
+        if ended.type == Gst.MessageType.ERROR:
+            raise JpegError(f"{ended.src.get_name()}: {ended.parse_error()[0].message}")
+        jpeg = sink.emit("try-pull-sample", 0)
+        if jpeg is None:
+            raise JpegError("the JPEG encoder produced nothing")
+    finally:
+        pipeline.set_state(Gst.State.NULL)
     size = jpeg.get_caps().get_structure(0)
     buffer = jpeg.get_buffer()
     return buffer.extract_dup(0, buffer.get_size()), size.get_int("width")[1], size.get_int("height")[1]
+
+
+def _photo_tags(taken_at: float, geotag: Geotag | None) -> Gst.TagList:
+    """The tags jifmux writes as EXIF: DateTime and DateTimeOriginal, and the GPS IFD."""
+    tags = Gst.TagList.new_empty()
+    local = GLib.DateTime.new_from_unix_local(int(taken_at))
+    tags.add_value(Gst.TagMergeMode.REPLACE, Gst.TAG_DATE_TIME, Gst.DateTime.new_from_g_date_time(local))
+    if geotag is not None:
+        # GStreamer writes each as EXIF rationals: latitude and longitude as degrees, minutes and
+        # seconds to 1e-7 s of arc; altitude with a reference of above or below sea level.
+        located = [
+            (Gst.TAG_GEO_LOCATION_LATITUDE, geotag.latitude),
+            (Gst.TAG_GEO_LOCATION_LONGITUDE, geotag.longitude),
+            (Gst.TAG_GEO_LOCATION_ELEVATION, geotag.altitude),
+        ]
+        if geotag.direction is not None:
+            located.append((Gst.TAG_GEO_LOCATION_CAPTURE_DIRECTION, geotag.direction))
+        for tag, value in located:
+            tags.add_value(Gst.TagMergeMode.REPLACE, tag, float(value))
+    return tags
+
+
+def _bus_error(bus: Gst.Bus) -> str | None:
+    message = bus.pop_filtered(Gst.MessageType.ERROR)
+    return message.parse_error()[0].message if message is not None else None
 
 
 class DeviceError(RuntimeError):

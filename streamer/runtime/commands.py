@@ -1,10 +1,18 @@
-"""The command channels: how the web worker asks another worker to act now. Two workers take
-commands:
+"""The command channels: how the web worker (and the MAVLink camera component) asks another
+worker to act now. Two workers take commands:
 
-- the recorder (start or stop recording, take a snapshot), on a Unix stream socket beside its
-  shared-memory socket (``<SHM_RECORDER_SOCKET>.control``, ``socket_path``). One command at a
-  time: they are rare, and each waits for the recorder to finish (a stop finalises the open
-  chunk first).
+- the recorder, on a Unix stream socket beside its shared-memory socket
+  (``<SHM_RECORDER_SOCKET>.control``, ``socket_path``). One command at a time: they are rare,
+  and each waits for the recorder to finish (a stop finalises the open chunk first).
+
+  - ``{"command": "recording", "video": true|false|null, "images": true|false|null}`` (null or
+    absent: unchanged) → ``{"ok": true, "video", "images", "session", "state"}``.
+  - ``{"command": "snapshot", "geotag": {...}|null}`` (``geotag`` optional) → ``{"ok": true,
+    "path", "session", "width", "height", "geotagged"}`` once the JPEG is on disk. The geotag
+    (``streamer.runtime.geotag``) is ``{"latitude": degrees, "longitude": degrees, "altitude":
+    metres above mean sea level, "direction": degrees from true north or null}``; the JPEG's
+    EXIF then holds that GPS position. A malformed geotag, or any other field, is refused
+    (the error names the field) and nothing is written.
 - the live worker (a browser's WebRTC offer, the end of a session), on
   ``<SHM_STREAM_SOCKET>.live`` (``live_socket_path``). Its commands run side by side (an offer
   waits for its stream and for ICE gathering), and carry an SDP offer or answer: its lines may

@@ -19,9 +19,9 @@ worker serves as status and metrics. Counters count from the worker's start:
   (frames handed to that socket, and dropped in front of a slow reader).
 - recorder: ``state`` (``recording``, ``off``, ``disk-full``, ``no-disk``), ``video`` and
   ``images`` (what it is set to record; ``state`` says whether it is), ``session`` (its folder
-  name, or null), ``chunks``,
-  ``snapshots``, ``bytes`` (of finished files), ``deleted_files``, ``deleted_bytes``
-  (retention).
+  name, or null), ``recording_since`` (when the video being recorded began, as wall-clock
+  seconds; null while no video is recorded), ``chunks``, ``snapshots``, ``bytes`` (of finished
+  files), ``deleted_files``, ``deleted_bytes`` (retention).
 - rtsp: ``viewers`` (playing now), ``clients`` (``[{"address", "transport", "since"}]``, since
   as wall-clock seconds; the first 64 viewers), ``sessions_total`` (viewers that played),
   ``medias``. A viewer starting or leaving is reported at once.

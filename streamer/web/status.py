@@ -8,22 +8,18 @@ yet is null. See docs/operations.md for an example.
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from streamer.config import REDACTED, Settings, is_secret_variable
 from streamer.config.settings import declarations
 from streamer.runtime import state
+from streamer.runtime.addresses import rtsp_urls
 from streamer.runtime.state import StackState, WorkerState
 from streamer.web.snapshot import Snapshot, recording_kinds
 
 RECORDER_PAUSED = ("disk-full", "no-disk")
-ALL_IPV4, ALL_ADDRESSES = "0.0.0.0", "::"
 
 
 def build(settings: Settings, snap: Snapshot) -> dict[str, Any]:
@@ -117,6 +113,7 @@ def recording_section(settings: Settings, snap: Snapshot) -> dict[str, Any]:
         "state": recorder_state,
         "paused": recorder_state in RECORDER_PAUSED,
         "session": recorder.get("session"),
+        "recording_since": recorder.get("recording_since"),
         "chunks": recorder.get("chunks"),
         "snapshots": recorder.get("snapshots"),
         "bytes": recorder.get("bytes"),
@@ -150,46 +147,6 @@ def rtsp_section(settings: Settings, snap: Snapshot) -> dict[str, Any]:
         "viewers": rtsp.get("clients", []),
         "sessions_total": rtsp.get("sessions_total"),
     }
-
-
-def rtsp_urls(settings: Settings) -> list[str]:
-    """The stream's URL at each address it can be reached on: every interface address when it
-    listens on all of them (loopback last; IPv6 link-local ones left out, they need a zone),
-    else its one address."""
-    scheme = "rtsps" if settings.rtsp_tls else "rtsp"
-    bind = settings.rtsp_bind
-    if bind in (ALL_IPV4, ALL_ADDRESSES):
-        families = (socket.AF_INET,) if bind == ALL_IPV4 else (socket.AF_INET, socket.AF_INET6)
-        addresses = interface_addresses(families)
-    else:
-        addresses = [ipaddress.ip_address(bind)]
-    return [f"{scheme}://{_host(a)}:{settings.rtsp_port}{settings.rtsp_path}" for a in addresses]
-
-
-def interface_addresses(families: tuple[int, ...]) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
-    found: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
-    try:
-        interfaces = psutil.net_if_addrs()
-    except OSError:
-        return found
-    for entries in interfaces.values():
-        for entry in entries:
-            if entry.family not in families:
-                continue
-            try:
-                address = ipaddress.ip_address(entry.address.split("%", 1)[0])
-            except ValueError:
-                continue
-            if address.is_link_local and address.version == 6:
-                continue
-            if address not in found:
-                found.append(address)
-    # Reachable from elsewhere first, IPv4 before IPv6, loopback last.
-    return sorted(found, key=lambda a: (a.is_loopback, a.version))
-
-
-def _host(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
-    return f"[{address}]" if address.version == 6 else str(address)
 
 
 def http_section(settings: Settings) -> dict[str, Any]:
