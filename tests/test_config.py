@@ -131,6 +131,10 @@ BAD = [
 ]
 
 
+def test_pymavlinks_own_variable_is_not_taken_for_a_typo(tmp_path: Path):
+    assert config.load({"HOME": str(tmp_path), "MAVLINK_DIALECT": "ardupilotmega"}).mavlink_url is None
+
+
 @pytest.mark.parametrize(
     ("value", "kind", "connection", "shown"),
     [

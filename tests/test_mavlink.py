@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -1360,44 +1361,52 @@ def test_a_serial_port_that_goes_away_and_comes_back(workdir: Path):
 
 @dataclass
 class Flight:
-    env: dict[str, str]  # the stack's and the component's settings
+    env: dict[str, str]  # the stack's settings, MAVLINK_URL included
     ssd: Path
     ground: Ground
-    process: ComponentProcess
+    drone: Proc
 
+    def component_progress(self) -> dict[str, Any]:
+        """The component's latest report, as the controller publishes it."""
+        current = state.read(state.state_file(self.env["SHM_RECORDER_SOCKET"] + ".lock"))
+        worker = current.workers.get("mavlink") if current else None
+        return dict(worker.progress) if worker else {}
 
-def start_component(env: dict[str, str], ground: Ground) -> ComponentProcess:
-    """The component beside a stack started without MAVLINK_URL (so that it does not start one
-    itself), with the same settings, sending to ``ground``."""
-    port = ground.conn.port.getsockname()[1]
-    return ComponentProcess({**env, "MAVLINK_URL": f"udpout:127.0.0.1:{port}"})
+    def wait_progress(
+        self, holds: Callable[[dict[str, Any]], Any], timeout: float, what: str
+    ) -> dict[str, Any]:
+        def report() -> dict[str, Any] | None:
+            self.drone.check_running()
+            progress = self.component_progress()
+            return progress if progress and holds(progress) else None
+
+        return wait_until(report, timeout, what)
 
 
 @pytest.fixture(scope="module")
 def flight() -> Iterator[Flight]:
-    """The stack with RTSP and the web worker, recording nothing at first; the component beside
-    it; the ground side with the autopilot flying."""
+    """The stack with RTSP, the web worker and the MAVLink component (started by the controller,
+    as MAVLINK_URL asks), recording nothing at first; the ground side with the autopilot flying."""
     workdir = short_tempdir()
     segments_before = shm_segments()
-    env = stack_env(workdir, ENABLE_HTTP="1", ENABLE_VIDEO="0", ENABLE_IMAGES="0")
     ground = Ground(free_port())
+    port = ground.conn.port.getsockname()[1]
+    env = stack_env(
+        workdir, ENABLE_HTTP="1", ENABLE_VIDEO="0", ENABLE_IMAGES="0", MAVLINK_URL=f"udpout:127.0.0.1:{port}"
+    )
     drone = Proc("streamer.drone", env)
-    process: ComponentProcess | None = None
     try:
         drone.wait_for("stack is up", 90)
         wait_until(lambda: port_open(int(env["HTTP_PORT"])), 30, "the web worker to listen")
-        process = start_component(env, ground)
+        flight = Flight(env, Path(env["SSD_PATH"]), ground, drone)
         ground.fly()
-        process.wait_progress(
+        flight.wait_progress(
             lambda r: r["system_id"] == VEHICLE and r["position_fix"], 30, "the vehicle's fix"
         )
-        yield Flight(env, Path(env["SSD_PATH"]), ground, process)
-        assert process.stop() == 0, process.output
+        yield flight
         drone.signal(signal.SIGTERM)
         assert drone.wait(60) == 0, drone.output
     finally:
-        if process is not None:
-            process.stop()
         drone.stop(20)
         ground.close()
         assert not (shm_segments() - segments_before)
@@ -1515,5 +1524,19 @@ def test_a_photo_series_geotagged_and_served(flight: Flight):
         assert longitude == pytest.approx(LON_E7 / 1e7, abs=DEGREES_TOLERANCE)
     _ack, status = ground.request(M.MAVLINK_MSG_ID_CAMERA_CAPTURE_STATUS)
     assert status.image_count >= 3 and status.image_status == messages.IMAGES_IDLE
-    report = flight.process.wait_progress(lambda r: r["images_captured"] >= 3, 20, "the photos counted")
+    report = flight.wait_progress(lambda r: r["images_captured"] >= 3, 20, "the photos counted")
     assert report["commands"]["IMAGE_START_CAPTURE"] >= 1
+
+
+def test_its_state_in_the_status_and_the_metrics(flight: Flight):
+    flight.wait_progress(lambda r: r["connected"] and r["messages_in"] > 0, 20, "traffic counted")
+    status = http_request(flight.env, "/api/v1/status")
+    assert status.status == 200
+    section = json.loads(status.body)["mavlink"]
+    assert section["enabled"] and section["connected"] and section["position_fix"]
+    assert section["url"] == flight.env["MAVLINK_URL"] and section["system_id"] == VEHICLE
+    assert section["vehicle"]["system_id"] == VEHICLE and section["messages_out"] > 0
+    assert json.loads(status.body)["workers"]["mavlink"]["state"] == "ready"
+    metrics = http_request(flight.env, "/metrics").body.decode()
+    assert "streamer_mavlink_connected 1.0" in metrics
+    assert re.search(r"^streamer_mavlink_messages_received_total [1-9]", metrics, re.MULTILINE)

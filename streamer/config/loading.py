@@ -33,6 +33,8 @@ OWN_PREFIXES = (
     "CAMERA_",
     "MAVLINK_",
 )
+# Variables with our prefixes that are other programs' (pymavlink's and MAVProxy's dialect).
+FOREIGN_VARIABLES = frozenset({"MAVLINK_DIALECT"})
 
 
 class ConfigError(ValueError):
@@ -56,7 +58,7 @@ def load(environ: Mapping[str, str]) -> Settings:
     home = environ.get("HOME") or str(Path.home())
     known = {d.variable for _name, d in declarations()}
     for name in sorted(environ):
-        if name.startswith(OWN_PREFIXES) and name not in known:
+        if name.startswith(OWN_PREFIXES) and name not in known and name not in FOREIGN_VARIABLES:
             close = difflib.get_close_matches(name, known, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise ConfigError(f"{name}={shown(name, environ[name])}: unknown setting{hint}")

@@ -26,6 +26,11 @@ worker serves as status and metrics. Counters count from the worker's start:
   as wall-clock seconds; the first 64 viewers), ``sessions_total`` (viewers that played),
   ``medias``. A viewer starting or leaving is reported at once.
 - web: ``frames`` are its event loop's heartbeats; ``requests`` served.
+- mavlink: ``frames`` are its loop's heartbeats; ``link`` (``{"kind", "url", "peer", "open"}``),
+  ``connected`` (traffic heard within 5 s), ``system_id``, ``component_id``, ``vehicle`` and
+  ``gcs`` (``{"system_id", "last_heartbeat_s_ago"}`` or null), ``position_fix``, ``messages_in``,
+  ``messages_out``, ``bad_frames``, ``commands`` (answered, by name), ``images_captured``,
+  ``link_errors``, ``reconnects``.
 - live: ``frames`` handed to browsers, ``sessions`` (open), ``playing``, ``sessions_total``,
   ``refused``, ``clients`` (``[{"session", "state", "since", "frames"}]``).
 

@@ -46,6 +46,7 @@ class SnapshotCollector(Collector):
         yield from self._camera()
         yield from self._rtsp()
         yield from self._recording()
+        yield from self._mavlink()
         yield from self._workers()
 
     # --- helpers
@@ -171,6 +172,59 @@ class SnapshotCollector(Collector):
             yield from self._gauge(
                 "streamer_disk_total_bytes", "Size of SSD_PATH's file system", disk.total_bytes
             )
+
+    def _mavlink(self) -> Iterator[Metric]:
+        mavlink = self.snap.progress("mavlink")
+        if not mavlink:
+            return
+        yield from self._gauge(
+            "streamer_mavlink_connected",
+            "1 while MAVLink traffic is heard (within 5 s)",
+            int(bool(mavlink.get("connected"))),
+        )
+        vehicle = mavlink.get("vehicle")
+        yield from self._gauge(
+            "streamer_mavlink_vehicle_heartbeat_age_seconds",
+            "Time since the vehicle's last heartbeat",
+            vehicle.get("last_heartbeat_s_ago") if isinstance(vehicle, dict) else None,
+        )
+        yield from self._gauge(
+            "streamer_mavlink_position_fix",
+            "1 while photos can be geotagged",
+            int(bool(mavlink.get("position_fix"))),
+        )
+        yield from self._counter(
+            "streamer_mavlink_messages_received_total",
+            "MAVLink messages received",
+            mavlink.get("messages_in"),
+        )
+        yield from self._counter(
+            "streamer_mavlink_messages_sent_total", "MAVLink messages sent", mavlink.get("messages_out")
+        )
+        yield from self._counter(
+            "streamer_mavlink_bad_frames_total",
+            "Bytes or frames that were not valid MAVLink",
+            mavlink.get("bad_frames"),
+        )
+        yield from self._counter(
+            "streamer_mavlink_images_captured_total",
+            "Photos taken for MAVLink image capture commands",
+            mavlink.get("images_captured"),
+        )
+        yield from self._counter(
+            "streamer_mavlink_reconnects_total",
+            "Times the MAVLink link was opened again",
+            mavlink.get("reconnects"),
+        )
+        commands = mavlink.get("commands")
+        if isinstance(commands, dict) and commands:
+            handled = CounterMetricFamily(
+                "streamer_mavlink_commands_total", "MAVLink commands answered, by command", labels=["command"]
+            )
+            for command, count in sorted(commands.items()):
+                if (value := _number(count)) is not None:
+                    handled.add_metric([str(command)], value)
+            yield handled
 
     def _workers(self) -> Iterator[Metric]:
         stack = self.snap.stack

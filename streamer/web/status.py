@@ -1,7 +1,7 @@
 """``GET /api/v1/status``: the whole picture in one JSON object, built from a ``Snapshot``.
 
 Sections: ``health`` (as /health), ``stack``, ``workers``, ``camera``, ``recording``, ``rtsp``,
-``http`` and ``settings`` (every setting by its variable, secrets redacted). Times are Unix
+``mavlink``, ``http`` and ``settings`` (every setting by its variable, secrets redacted). Times are Unix
 time in seconds; durations end in ``_s``, sizes in ``_bytes``. What a worker has not reported
 yet is null. See docs/operations.md for an example.
 """
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from streamer.config import REDACTED, Settings, is_secret_variable
+from streamer.config.parsers import MavlinkEndpoint
 from streamer.config.settings import declarations
 from streamer.runtime import state
 from streamer.runtime.addresses import rtsp_urls
@@ -31,6 +32,7 @@ def build(settings: Settings, snap: Snapshot) -> dict[str, Any]:
         "camera": camera_section(settings, snap),
         "recording": recording_section(settings, snap),
         "rtsp": rtsp_section(settings, snap),
+        "mavlink": mavlink_section(settings, snap),
         "http": http_section(settings),
         "settings": settings_section(settings),
     }
@@ -149,6 +151,35 @@ def rtsp_section(settings: Settings, snap: Snapshot) -> dict[str, Any]:
     }
 
 
+def mavlink_section(settings: Settings, snap: Snapshot) -> dict[str, Any]:
+    """The MAVLink camera component, as it last reported (docs/mavlink.md); off without
+    MAVLINK_URL."""
+    mavlink = snap.progress("mavlink")
+    return {
+        "enabled": settings.mavlink_url is not None,
+        "url": str(settings.mavlink_url) if settings.mavlink_url is not None else None,
+        **{
+            key: mavlink.get(key)
+            for key in (
+                "link",
+                "connected",
+                "system_id",
+                "component_id",
+                "vehicle",
+                "gcs",
+                "position_fix",
+                "messages_in",
+                "messages_out",
+                "bad_frames",
+                "commands",
+                "images_captured",
+                "link_errors",
+                "reconnects",
+            )
+        },
+    }
+
+
 def http_section(settings: Settings) -> dict[str, Any]:
     return {
         "bind": settings.http_bind,
@@ -176,7 +207,7 @@ def _plain(name: str, value: Any) -> Any:
     if name == "record_min_free":
         size, fraction = value
         return f"{fraction * 100:g}%" if fraction else size
-    if isinstance(value, Path):
+    if isinstance(value, Path | MavlinkEndpoint):
         return str(value)
     if isinstance(value, tuple):
         return [_plain("", item) for item in value]
