@@ -114,6 +114,27 @@ def test_a_disk_too_small_for_an_hour_of_recording(env, workdir: Path):
     assert "RECORD_BITRATE" in report.rows["disk space"].fix
 
 
+def test_the_mavlink_link_a_missing_port_a_busy_udp_port_and_a_tcp_peer_that_is_not_there(env):
+    env["MAVLINK_URL"] = "/dev/ttyNOTHERE0:921600"
+    report = doctor(env)
+    assert report.failed() == ["MAVLINK_URL"], report.output
+    assert report.rows["MAVLINK_URL"].detail == "/dev/ttyNOTHERE0 does not exist"
+    assert "plug the flight controller in" in report.rows["MAVLINK_URL"].fix
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        env["MAVLINK_URL"] = f"udpin:127.0.0.1:{squatter.getsockname()[1]}"
+        report = doctor(env)
+    assert report.failed() == ["MAVLINK_URL"], report.output
+    assert "cannot listen on UDP" in report.rows["MAVLINK_URL"].detail
+    env["MAVLINK_URL"] = f"tcp:127.0.0.1:{free_port()}"
+    report = doctor(env)
+    assert report.failed() == ["MAVLINK_URL"], report.output
+    assert "Connection refused" in report.rows["MAVLINK_URL"].detail
+    env["MAVLINK_URL"] = "udpout:127.0.0.1:14550"
+    report = doctor(env)
+    assert report.status == 0 and report.rows["MAVLINK_URL"].ok, report.output
+
+
 def test_a_device_that_is_not_a_camera(env):
     env.update(CAMERA="/dev/null")
     report = doctor(env)

@@ -45,6 +45,8 @@ def run(settings: Settings) -> list[Check]:
     checks += machine.ssd_path(settings)
     checks.append(machine.disk_space(settings))
     checks += machine.ports(settings, stack.processes(current))
+    if (link := machine.mavlink_link(settings, stack.processes(current))) is not None:
+        checks.append(link)
     checks.append(machine.clock())
     checks.append(machine.sockets(settings, running=current is not None))
     checks.append(machine.video_group())

@@ -239,6 +239,66 @@ def ports(s: Settings, ours: dict[int, str]) -> list[Check]:
     return found
 
 
+# --- the MAVLink link
+
+
+def mavlink_link(s: Settings, ours: dict[int, str]) -> Check | None:
+    """MAVLINK_URL can be used from here: a serial device that exists and this user may open, a
+    UDP port to listen on that is free (or our own stack's), a TCP peer that accepts. A UDP
+    peer to send to cannot be checked without a reply: it is only shown. None without a link."""
+    endpoint = s.mavlink_url
+    if endpoint is None:
+        return None
+    name = "MAVLINK_URL"
+    if endpoint.kind == "serial":
+        device = Path(endpoint.device)
+        if not device.exists():
+            return Check.failed(
+                name,
+                f"{device} does not exist",
+                "plug the flight controller in, or name its port (ls /dev/serial/by-id/)",
+            )
+        if not stat.S_ISCHR(device.stat().st_mode):
+            return Check.failed(
+                name, f"{device} is not a serial device", "name the flight controller's serial port"
+            )
+        if not os.access(device, os.R_OK | os.W_OK):
+            return Check.failed(
+                name,
+                f"{getpass.getuser()} may not open {device}",
+                f"sudo usermod -aG dialout {getpass.getuser()} (the service unit adds dialout itself)",
+            )
+        return Check.passed(name, f"{device} at {endpoint.baud} baud can be opened")
+    if endpoint.kind == "udpin":
+        family = socket.AF_INET6 if ":" in endpoint.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.bind((endpoint.host, endpoint.port))
+                return Check.passed(name, f"UDP {endpoint.host}:{endpoint.port} is free to listen on")
+            except OSError as err:
+                failure = err
+        if failure.errno == errno.EADDRINUSE and ours:
+            return Check.passed(name, f"UDP port {endpoint.port} is in use, presumably by the running stack")
+        return Check.failed(
+            name,
+            f"cannot listen on UDP {endpoint.host}:{endpoint.port}: {failure.strerror}",
+            "choose a free port",
+        )
+    if endpoint.kind == "tcp":
+        try:
+            with socket.create_connection((endpoint.host, endpoint.port), timeout=2):
+                return Check.passed(name, f"{endpoint.host}:{endpoint.port} accepts TCP connections")
+        except OSError as err:
+            return Check.failed(
+                name,
+                f"{endpoint.host}:{endpoint.port}: {err.strerror or err}",
+                "start the autopilot's or mavlink-router's TCP server (the component retries meanwhile)",
+            )
+    return Check.passed(
+        name, f"sends to UDP {endpoint.host}:{endpoint.port} (a reply cannot be checked from here)"
+    )
+
+
 # --- the rest
 
 
