@@ -128,6 +128,9 @@ BAD = [
     ("MAVLINK_COMPONENT_ID", "256", "from 1 to 255"),
     ("MAVLINK_STREAM_HOST", "drone host", "an IP address or a host name"),
     ("MAVLINK_SYTEM_ID", "1", "unknown setting (did you mean MAVLINK_SYSTEM_ID?)"),
+    ("PUBLISH_URL", "ftp://media.local", "the scheme must be rtmp, rtmps, srt or rtsp (not 'ftp')"),
+    ("PUBLISH_URL", "srt://media.local", "a port is needed (srt://HOST:PORT…)"),
+    ("PUBLISH_URL", "rtsp://media.local:8554", "an RTSP URL needs a /PATH after the port"),
 ]
 
 
@@ -216,3 +219,54 @@ def test_programs_exit_2_with_one_line(tmp_path: Path, module, variable, value):
     assert len(lines) == 1, result.stderr
     assert f"{variable}={value!r}" in lines[0]
     assert not Path("/tmp/x").exists()
+
+
+# --- PUBLISH_URL (parsing and redaction in detail: test_publish_unit.py)
+
+STREAM_KEY = "live_8f3kq-Zz91"
+
+
+def test_publish_url_keeps_its_secrets_out_of_the_settings_repr(tmp_path: Path):
+    s = config.load(
+        {
+            "HOME": str(tmp_path),
+            "PUBLISH_URL": f"rtmp://127.0.0.1/live/{STREAM_KEY} srt://127.0.0.1:9000?passphrase=0123456789ab",
+        }
+    )
+    assert [str(d) for d in s.publish_urls] == [
+        "rtmp://127.0.0.1/live/****",
+        "srt://127.0.0.1:9000?passphrase=****",
+    ]
+    assert STREAM_KEY not in repr(s) and "0123456789ab" not in repr(s)
+    assert {STREAM_KEY, "0123456789ab"} <= set(s.secrets)
+    assert config.redact(f"publish to rtmp://127.0.0.1/live/{STREAM_KEY} failed", s.secrets) == (
+        "publish to rtmp://127.0.0.1/live/<redacted> failed"
+    )
+    assert config.load({"HOME": str(tmp_path)}).publish_urls == ()
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        (
+            {"PUBLISH_URL": f"rtmp://127.0.0.1/{STREAM_KEY}"},
+            "PUBLISH_URL='rtmp://127.0.0.1/****': an RTMP URL needs /APPLICATION/KEY after the host",
+        ),
+        (
+            {"PUBLISH_URL": f"rtmp://127.0.0.1/live/{STREAM_KEY}", "ENABLE_RTSP": "0"},
+            "PUBLISH_URL='rtmp://127.0.0.1/live/****': needs ENABLE_RTSP=1 (the published stream is the RTSP "
+            "stream's encoder), but ENABLE_RTSP=0",
+        ),
+    ],
+)
+def test_programs_exit_2_naming_publish_url_without_its_key(tmp_path: Path, environ, expected):
+    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", **environ}
+    for module in ("streamer.drone", "streamer.publish"):
+        result = subprocess.run(
+            [sys.executable, "-m", module], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30
+        )
+        assert result.returncode == config.EXIT_CONFIG == 2
+        assert result.stderr.strip().splitlines() == [
+            f"{module.split('.')[1]}: configuration error: {expected}"
+        ]
+        assert STREAM_KEY not in result.stderr + result.stdout

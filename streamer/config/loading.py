@@ -7,6 +7,7 @@ variable, the value (never a secret's) and what is allowed.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import ssl
 import sys
@@ -32,6 +33,7 @@ OWN_PREFIXES = (
     "STALL_",
     "CAMERA_",
     "MAVLINK_",
+    "PUBLISH_",
 )
 # Variables with our prefixes that are other programs' (pymavlink's and MAVProxy's dialect).
 FOREIGN_VARIABLES = frozenset({"MAVLINK_DIALECT"})
@@ -96,8 +98,41 @@ def _check_together(s: Settings) -> None:
         )
     if s.enable_http and s.enable_rtsp and s.http_port == s.rtsp_port:
         raise ConfigError(f"HTTP_PORT={s.http_port}: must differ from RTSP_PORT")
+    if s.publish_urls:
+        _check_publishing(s)
     if s.shm_recorder_socket == s.shm_stream_socket:
         raise ConfigError(f"SHM_STREAM_SOCKET={s.shm_stream_socket!r}: must differ from SHM_RECORDER_SOCKET")
+
+
+# What names this machine in a destination: publishing to our own RTSP server would loop.
+_LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
+
+
+def _check_publishing(s: Settings) -> None:
+    """PUBLISH_URL needs the RTSP stream (its encoder is the RTSP worker's), and no destination
+    may be our own RTSP server."""
+    value = " ".join(d.redacted for d in s.publish_urls)
+    if not s.enable_rtsp:
+        raise ConfigError(
+            f"PUBLISH_URL={value!r}: needs ENABLE_RTSP=1 (the published stream is the RTSP stream's "
+            "encoder), but ENABLE_RTSP=0"
+        )
+    for d in s.publish_urls:
+        if d.kind == "rtsp" and d.port == s.rtsp_port and _is_this_machine(d.host, s.rtsp_bind):
+            raise ConfigError(
+                f"PUBLISH_URL={value!r}: {d.redacted} is this machine's own RTSP server (RTSP_PORT="
+                f"{s.rtsp_port}), which does not take a published stream"
+            )
+
+
+def _is_this_machine(host: str, bind: str) -> bool:
+    if host in _LOOPBACK_NAMES or host == bind:
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback
 
 
 class _EncryptedKey(Exception):

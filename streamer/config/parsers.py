@@ -8,13 +8,17 @@ environment can inject elements. No parser ever echoes the content of a file it 
 
 from __future__ import annotations
 
+import dataclasses
 import grp
 import ipaddress
 import os
 import re
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from streamer.config.redaction import MASK
 
 SYNTHETIC_CAMERA = "test"
 # The synthetic camera with each frame's capture time written into its pixels (benchmarks).
@@ -374,3 +378,301 @@ def optional_host(raw: str) -> str:
     if _HOST_NAME_RE.fullmatch(raw) and ".." not in raw and not raw.endswith("-"):
         return raw
     raise ValueError("must be empty, an IP address or a host name (letters, digits, . and -)")
+
+
+# Publishing (PUBLISH_URL): destinations the stream is pushed to, each a URL whose secrets (an RTMP
+# stream key, SRT's streamid and passphrase, user:password, an RTSP URL's query) are kept apart
+# from what may be shown (``PublishDestination.redacted``). Nothing of a destination is ever
+# spliced into a launch description: the publish worker sets each part as a property.
+PUBLISH_KINDS = {"rtmp": "rtmp", "rtmps": "rtmp", "srt": "srt", "rtsp": "rtsp"}  # scheme -> kind
+PUBLISH_DEFAULT_PORTS = {"rtmp": 1935, "rtmps": 443}  # SRT and RTSP destinations name their port
+PUBLISH_MAX_DESTINATIONS = 8
+SRT_QUERY_KEYS = ("streamid", "latency", "passphrase")
+SRT_LATENCY_MS = (0, 60_000)
+SRT_PASSPHRASE_CHARS = (10, 79)  # libsrt's limits
+SRT_STREAMID_MAX = 512
+# Characters of a URL's path and query (RFC 3986 pchar, '/' and '?'), percent escapes included; no
+# spaces, quotes, '#', '<', '>', backslashes or control characters.
+_URL_PART_CHARS = r"A-Za-z0-9._~!$&'()*+,;=:@%\-"
+_URL_SEGMENT_RE = re.compile(rf"[{_URL_PART_CHARS}]+")
+_URL_PATH_RE = re.compile(rf"(/[{_URL_PART_CHARS}]*)+")
+_URL_QUERY_RE = re.compile(rf"[{_URL_PART_CHARS}/?]*")
+_USERINFO_RE = re.compile(rf"[{_URL_PART_CHARS}]+")
+_PERCENT_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+@dataclass(frozen=True, repr=False)
+class PublishDestination:
+    """One destination of PUBLISH_URL, parsed and checked.
+
+    ``kind``: ``rtmp`` (``scheme`` rtmp or rtmps), ``srt`` or ``rtsp``. RTMP: ``application``
+    (what lies between the host and the last '/') and ``key`` (after it, the stream key).
+    SRT: ``streamid``, ``latency_ms`` (None: the element's default), ``passphrase``. RTSP:
+    ``path`` (with its query, if any). ``user``/``password``: from ``user:password@`` (RTMP,
+    RTSP), percent-decoded. ``redacted``: the URL as it may be logged and shown, its secrets
+    replaced by ``****``. ``secrets``: every string of it that must never be logged.
+    ``str()`` and ``repr()`` show the redacted form only.
+    """
+
+    kind: str
+    scheme: str
+    host: str
+    port: int
+    port_given: bool = True
+    application: str = ""
+    key: str = ""
+    path: str = ""
+    user: str = ""
+    password: str = ""
+    streamid: str = ""
+    latency_ms: int | None = None
+    passphrase: str = ""
+    redacted: str = ""
+    secrets: tuple[str, ...] = ()
+
+    @property
+    def address(self) -> str:
+        """``host:port`` as in a URL (an IPv6 address in brackets)."""
+        return f"{_url_host(self.host)}:{self.port}"
+
+    @property
+    def identity(self) -> tuple[object, ...]:
+        """What makes two destinations the same one (a duplicate in PUBLISH_URL)."""
+        target = {
+            "rtmp": (self.application, self.key),
+            "srt": (self.streamid,),
+            "rtsp": (self.path,),
+        }[self.kind]
+        return (self.kind, self.scheme, self.host.lower(), self.port, *target)
+
+    def __str__(self) -> str:
+        return self.redacted
+
+    def __repr__(self) -> str:
+        return f"PublishDestination({self.redacted!r})"
+
+
+def _problem(where: str, text: str) -> ValueError:
+    """What is wrong, with the destination it is about (``where``, e.g. "destination 2") when
+    there are several."""
+    return ValueError(f"{where}: {text}" if where else text)
+
+
+def _about(where: str, what: str) -> str:
+    return f"{where}: {what}" if where else what
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _decoded(text: str, what: str) -> str:
+    """``text`` with its percent escapes decoded; printable ASCII only once decoded."""
+    if _PERCENT_RE.search(text):
+        raise ValueError(f"{what} has a '%' that is not a %XX escape")
+    try:
+        value = urllib.parse.unquote(text, errors="strict")
+    except UnicodeDecodeError:
+        raise ValueError(f"{what} does not decode to UTF-8") from None
+    if any(not " " <= ch <= "~" for ch in value):
+        raise ValueError(f"{what} may only hold printable ASCII characters")
+    return value
+
+
+def _publish_host(text: str, where: str) -> str:
+    if text.startswith("[") and text.endswith("]"):
+        try:
+            address = ipaddress.IPv6Address(text[1:-1])
+        except ValueError:
+            raise _problem(where, f"{text!r} is not an IPv6 address") from None
+        if address.is_unspecified:
+            raise _problem(where, f"needs the server's address, not {text}")
+        return str(address)
+    try:
+        address4 = ipaddress.IPv4Address(text)
+    except ValueError:
+        if not text or not _HOST_NAME_RE.fullmatch(text) or ".." in text or text.endswith("-"):
+            raise _problem(where, "a host is needed (a name, an IPv4 address or [an IPv6 one])") from None
+        return text.lower()
+    if address4.is_unspecified:
+        raise _problem(where, f"needs the server's address, not {text}")
+    return str(address4)
+
+
+def _split_authority(authority: str, where: str, *, credentials: bool) -> tuple[str, str, str, int | None]:
+    """(user, password, host, port or None) of ``[user:password@]host[:port]``."""
+    user = password = ""
+    userinfo, at, hostport = authority.rpartition("@")
+    if at:
+        if not credentials:
+            raise _problem(where, "SRT takes no user:password@ (use streamid and passphrase)")
+        name, colon, secret = userinfo.partition(":")
+        if not colon or not name or not secret or not _USERINFO_RE.fullmatch(userinfo):
+            raise _problem(where, "credentials must be user:password@ (URL-escaped)")
+        user = _decoded(name, _about(where, "the user"))
+        password = _decoded(secret, _about(where, "the password"))
+    if hostport.startswith("["):
+        host, bracket, rest = hostport.partition("]")
+        host += bracket
+        if not bracket or (rest and not rest.startswith(":")):
+            raise _problem(where, "an IPv6 address goes in brackets, e.g. [fd00::1]:1935")
+        port_text = rest[1:] if rest else None
+    else:
+        host, colon, port_text_or_none = hostport.partition(":")
+        port_text = port_text_or_none if colon else None
+    host = _publish_host(host, where)
+    if port_text is None:
+        return user, password, host, None
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise _problem(where, "the port must be 1-65535")
+    return user, password, host, int(port_text)
+
+
+def _masked_query(query: str) -> tuple[str, list[str]]:
+    """An RTSP URL's query with every value (and every item without one, a token, say)
+    replaced by MASK, and what was replaced, as written and decoded."""
+    shown, hidden = [], []
+    for item in query.split("&"):
+        name, eq, value = item.partition("=")
+        secret = value if eq else name
+        shown.append(f"{name}={MASK}" if eq else MASK)
+        if secret:
+            hidden += [secret, urllib.parse.unquote(secret)]
+    return "&".join(shown), hidden
+
+
+def publish_destination(text: str, where: str = "") -> PublishDestination:
+    """One destination: ``rtmp[s]://[user:password@]host[:port]/application/key``,
+    ``srt://host:port[?streamid=…&latency=MS&passphrase=…]`` or
+    ``rtsp://[user:password@]host:port/path``. ``where`` names it in error messages, which
+    never quote a secret."""
+    scheme_text, sep, rest = text.partition("://")
+    scheme = scheme_text.lower()
+    if not sep:
+        raise _problem(where, "not a URL: rtmp://…, rtmps://…, srt://… or rtsp://…")
+    if scheme not in PUBLISH_KINDS:
+        shown_scheme = scheme if re.fullmatch(r"[a-z][a-z0-9+.-]{0,15}", scheme) else "?"
+        raise _problem(where, f"the scheme must be rtmp, rtmps, srt or rtsp (not {shown_scheme!r})")
+    kind = PUBLISH_KINDS[scheme]
+    split_at = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    authority, tail = rest[:split_at], rest[split_at:]
+    if "#" in tail and kind != "srt":
+        raise _problem(where, "a URL fragment ('#') is not allowed")
+    user, password, host, port = _split_authority(authority, where, credentials=kind != "srt")
+    mask_user = f"{MASK}@" if user else ""
+    secrets = [s for s in (password, authority.rpartition("@")[0].partition(":")[2]) if s]
+    if kind == "rtmp":
+        application, slash, key = tail[1:].rpartition("/")
+        if (
+            not tail.startswith("/")
+            or not slash
+            or not key
+            or not all(_URL_SEGMENT_RE.fullmatch(part) for part in application.split("/"))
+        ):
+            raise _problem(where, "an RTMP URL needs /APPLICATION/KEY after the host")
+        if not re.fullmatch(rf"[{_URL_PART_CHARS}?]+", key):
+            raise _problem(where, "the stream key may only hold a URL's characters (no spaces or quotes)")
+        port_given = port is not None
+        shown_port = f":{port}" if port_given else ""
+        return PublishDestination(
+            kind,
+            scheme,
+            host,
+            port if port is not None else PUBLISH_DEFAULT_PORTS[scheme],
+            port_given,
+            application=application,
+            key=key,
+            user=user,
+            password=password,
+            redacted=f"{scheme}://{mask_user}{_url_host(host)}{shown_port}/{application}/{MASK}",
+            secrets=tuple(dict.fromkeys([key, *secrets])),
+        )
+    if port is None:
+        raise _problem(where, f"a port is needed ({scheme}://HOST:PORT…)")
+    if kind == "rtsp":
+        path, question, query = tail.partition("?")
+        if not _URL_PATH_RE.fullmatch(path) or not path.strip("/"):
+            raise _problem(where, "an RTSP URL needs a /PATH after the port (URL characters only)")
+        if question and not _URL_QUERY_RE.fullmatch(query):
+            raise _problem(where, "the query may only hold a URL's characters")
+        masked, values = _masked_query(query) if question else ("", [])
+        shown_query = f"?{masked}" if question else ""
+        return PublishDestination(
+            kind,
+            scheme,
+            host,
+            port,
+            path=path + question + query,
+            user=user,
+            password=password,
+            redacted=f"{scheme}://{mask_user}{_url_host(host)}:{port}{path}{shown_query}",
+            secrets=tuple(dict.fromkeys([*secrets, *values])),
+        )
+    # SRT
+    path, question, query = tail.partition("?")
+    if path not in ("", "/"):
+        raise _problem(where, "an SRT URL has no path (srt://HOST:PORT?streamid=…)")
+    fields: dict[str, str] = {}
+    raw_values: list[str] = []
+    for part in query.split("&") if question else []:
+        name, eq, raw = part.partition("=")
+        if name not in SRT_QUERY_KEYS:
+            shown_name = name if re.fullmatch(r"[A-Za-z_]{1,32}", name) else "?"
+            allowed = ", ".join(SRT_QUERY_KEYS)
+            raise _problem(where, f"SRT takes only {allowed} in its query (not {shown_name!r})")
+        if name in fields:
+            raise _problem(where, f"{name} is given twice")
+        if not eq or not raw or any(ch.isspace() for ch in raw):
+            raise _problem(where, f"{name} needs a value (name=value, no spaces)")
+        fields[name] = _decoded(raw, _about(where, name))
+        if name != "latency":
+            raw_values.append(raw)
+    latency_ms = None
+    if "latency" in fields:
+        low, high = SRT_LATENCY_MS
+        if not fields["latency"].isdigit() or not low <= int(fields["latency"]) <= high:
+            raise _problem(where, f"latency must be a whole number of milliseconds from {low} to {high}")
+        latency_ms = int(fields["latency"])
+    passphrase = fields.get("passphrase", "")
+    low, high = SRT_PASSPHRASE_CHARS
+    if passphrase and not low <= len(passphrase) <= high:
+        raise _problem(where, f"the passphrase must be {low} to {high} characters long")
+    streamid = fields.get("streamid", "")
+    if len(streamid) > SRT_STREAMID_MAX:
+        raise _problem(where, f"the streamid may be {SRT_STREAMID_MAX} characters long at most")
+    shown_query = "&".join(
+        f"{name}={fields[name] if name == 'latency' else MASK}" for name in SRT_QUERY_KEYS if name in fields
+    )
+    return PublishDestination(
+        kind,
+        scheme,
+        host,
+        port,
+        streamid=streamid,
+        latency_ms=latency_ms,
+        passphrase=passphrase,
+        redacted=f"srt://{_url_host(host)}:{port}" + (f"?{shown_query}" if shown_query else ""),
+        secrets=tuple(dict.fromkeys(v for v in (streamid, passphrase, *raw_values) if v)),
+    )
+
+
+def publish_urls(raw: str) -> tuple[PublishDestination, ...]:
+    """Empty (publish nothing), or up to PUBLISH_MAX_DESTINATIONS destinations separated by
+    spaces (``publish_destination``), no two the same. Destinations whose redacted forms
+    coincide (two stream keys on one server) are told apart by ``#2``, ``#3``… in it."""
+    words = raw.split()
+    if len(words) > PUBLISH_MAX_DESTINATIONS:
+        raise ValueError(f"at most {PUBLISH_MAX_DESTINATIONS} destinations (got {len(words)})")
+    destinations: list[PublishDestination] = []
+    for number, word in enumerate(words, 1):
+        where = f"destination {number}" if len(words) > 1 else ""
+        destination = publish_destination(word, where)
+        for earlier_number, earlier in enumerate(destinations, 1):
+            if earlier.identity == destination.identity:
+                raise ValueError(f"destinations {earlier_number} and {number} are the same")
+        shown = destination.redacted
+        seen = sum(1 for earlier in destinations if earlier.redacted.partition("#")[0] == shown)
+        if seen:
+            destination = dataclasses.replace(destination, redacted=f"{destination.redacted}#{seen + 1}")
+        destinations.append(destination)
+    return tuple(destinations)

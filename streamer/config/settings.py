@@ -237,6 +237,18 @@ class Settings:
         "advertises. Empty: the address of the interface that reaches the MAVLink peer, or, when that "
         "is this machine, the one holding the default route.",
     )
+    publish_urls: tuple[parsers.PublishDestination, ...] = setting(
+        "PUBLISH_URL",
+        "",
+        parsers.publish_urls,
+        "Publish the stream to media servers, up to 8, separated by spaces: "
+        "`rtmp://HOST[:PORT]/APP/KEY` or `rtmps://…` (nginx-rtmp, cloud ingest), "
+        "`srt://HOST:PORT[?streamid=…&latency=MS&passphrase=…]` (SRT caller, MPEG-TS), "
+        "`rtsp://[USER:PASSWORD@]HOST:PORT/PATH` (RTSP RECORD over TCP, e.g. MediaMTX). The stream's own "
+        "H.264, not encoded again; needs `ENABLE_RTSP=1`. Each destination reconnects by itself after 1, "
+        "2, 4 … 30 s. Keys, passphrases, streamids and passwords are never logged or shown. Empty: none. "
+        "See [Publishing](docs/publishing.md).",
+    )
     log_level: str = setting("LOG_LEVEL", "INFO", parsers.log_level, "`DEBUG`, `INFO`, `WARNING` or `ERROR`.")
     restart_delay_min_s: float = setting(
         "RESTART_DELAY_MIN_S",
@@ -310,8 +322,10 @@ class Settings:
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        """Strings that must never be logged (``redact``)."""
-        return tuple(password for _user, password in self.rtsp_credentials)
+        """Strings that must never be logged (``redact``): the RTSP passwords, and every secret of
+        the publish destinations (stream keys, streamids, passphrases, passwords)."""
+        passwords = tuple(password for _user, password in self.rtsp_credentials)
+        return passwords + tuple(secret for d in self.publish_urls for secret in d.secrets)
 
 
 def declarations() -> tuple[tuple[str, Declaration], ...]:

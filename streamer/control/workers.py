@@ -16,6 +16,7 @@ RTSP = WorkerSpec("rtsp", "streamer.rtsp")
 WEB = WorkerSpec("web", "streamer.web")
 LIVE = WorkerSpec("live", "streamer.live")
 MAVLINK = WorkerSpec("mavlink", "streamer.mavlink")
+PUBLISH = WorkerSpec("publish", "streamer.publish")
 
 # The web worker's event loop beats twice a second; this long without a beat, it is wedged.
 STALL_WEB_S = 10.0
@@ -25,6 +26,11 @@ STALL_WEB_S = 10.0
 STALL_LIVE_S = 15.0
 # The MAVLink camera component's loop beats every second, heard or not by anyone.
 STALL_MAVLINK_S = 10.0
+# The publish worker reports every second; with a destination connected, frames flow into its
+# sink. A destination whose data stops is torn down by the worker itself within 5 s (then, with
+# none connected, it is idle): this long without a frame while connected, or without a report,
+# it is wedged.
+STALL_PUBLISH_S = 15.0
 
 
 def consumer_specs(settings: Settings) -> list[WorkerSpec]:
@@ -38,12 +44,15 @@ def service_specs(settings: Settings) -> list[WorkerSpec]:
     running across its restarts, and restarted alone when they fail (their failure never
     touches the camera or the recording). Live view (WebRTC for browsers) needs both the HTTP
     API, which takes the browsers' offers, and the RTSP stream, which it passes on. The MAVLink
-    camera component runs when MAVLINK_URL names a link."""
+    camera component runs when MAVLINK_URL names a link; the publish worker when PUBLISH_URL
+    names destinations (which needs the RTSP stream, as the settings' checks make sure)."""
     services = []
     if settings.enable_http:
         services += [WEB, LIVE] if settings.enable_rtsp else [WEB]
     if settings.mavlink_url is not None:
         services.append(MAVLINK)
+    if settings.publish_urls and settings.enable_rtsp:
+        services.append(PUBLISH)
     return services
 
 
@@ -55,6 +64,7 @@ def stall_limit(settings: Settings, spec: WorkerSpec) -> float:
         WEB: STALL_WEB_S,
         LIVE: STALL_LIVE_S,
         MAVLINK: STALL_MAVLINK_S,
+        PUBLISH: STALL_PUBLISH_S,
     }[spec]
 
 

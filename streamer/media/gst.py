@@ -18,7 +18,7 @@ gi.require_version("GstVideo", "1.0")
 gi.require_version("GstRtsp", "1.0")
 gi.require_version("GstRtspServer", "1.0")
 gi.require_version("GstPbutils", "1.0")
-from gi.repository import Gio, GLib, Gst, GstPbutils, GstRtsp, GstRtspServer, GstVideo  # noqa: E402
+from gi.repository import Gio, GLib, GObject, Gst, GstPbutils, GstRtsp, GstRtspServer, GstVideo  # noqa: E402
 
 from streamer.media.timing import FrameGrid  # noqa: E402
 from streamer.runtime.geotag import Geotag  # noqa: E402
@@ -606,3 +606,92 @@ def count_received(webrtc: Gst.Element, callback: Callable[[Gst.Buffer], None]) 
     Call once the descriptions are set (the transports exist then); returns the functions that
     remove the probes, one per transport watched."""
     return [probe_buffers(source, "src", callback) for source in _ice_sources(webrtc)]
+
+
+# --- Publishing (the publish worker)
+
+
+def set_properties(element: Gst.Element, properties: dict[str, str | int]) -> None:
+    """Set each property of ``element``; an enum or flags property may be given by its nick
+    (e.g. rtmp2sink's ``scheme="rtmps"``). Values are set as they are (never parsed), so a
+    password or key may hold any character."""
+    for name, value in properties.items():
+        spec = element.find_property(name)
+        if spec is None:
+            raise LookupError(f"{element.get_name()} has no property {name!r}")
+        named = GObject.type_is_a(spec.value_type, GObject.TYPE_ENUM) or GObject.type_is_a(
+            spec.value_type, GObject.TYPE_FLAGS
+        )
+        if named and isinstance(value, str):
+            Gst.util_set_object_arg(element, name, value)
+        else:
+            element.set_property(name, value)
+
+
+def count_into(element: Gst.Element, callback: Callable[[int, int], None]) -> Callable[[], None]:
+    """Call ``callback(buffers, bytes)`` (from a streaming thread) for what enters ``element``
+    through its first sink pad, a request pad too (rtspclientsink's ``sink_%u``): once per
+    buffer, or once per buffer list with its buffers and bytes (mpegtsmux pushes lists).
+    Returns the function that removes the probe."""
+    pad = element.sinkpads[0]
+
+    def probe(_pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
+        if info.type & Gst.PadProbeType.BUFFER_LIST:
+            buffers = info.get_buffer_list()
+            callback(buffers.length(), buffers.calculate_size())
+        else:
+            callback(1, info.get_buffer().get_size())
+        return Gst.PadProbeReturn.OK
+
+    probe_id = pad.add_probe(Gst.PadProbeType.BUFFER | Gst.PadProbeType.BUFFER_LIST, probe)
+    return lambda: pad.remove_probe(probe_id)
+
+
+def drop_to_keyframe_after_gap(
+    element: Gst.Element, pad_name: str = "src", on_drop: Callable[[], None] | None = None
+) -> Callable[[], None]:
+    """Let through ``element``'s pad only video that decodes: nothing before the first
+    keyframe, and after a gap (a buffer marked DISCONT that is not a keyframe: a leaky queue
+    marks the first buffer after those it dropped) nothing up to the next keyframe, since the
+    frames in between refer to frames that are gone. ``on_drop()`` is called (from a streaming
+    thread) for each frame dropped. Returns the function that removes the probe."""
+    dropping = [True]
+
+    def probe(_pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
+        buffer = info.get_buffer()
+        if not buffer.has_flags(Gst.BufferFlags.DELTA_UNIT):
+            dropping[0] = False
+        elif buffer.has_flags(Gst.BufferFlags.DISCONT):
+            dropping[0] = True
+        if not dropping[0]:
+            return Gst.PadProbeReturn.OK
+        if on_drop is not None:
+            on_drop()
+        return Gst.PadProbeReturn.DROP
+
+    pad = element.get_static_pad(pad_name)
+    probe_id = pad.add_probe(Gst.PadProbeType.BUFFER, probe)
+    return lambda: pad.remove_probe(probe_id)
+
+
+def missing_elements(names: tuple[str, ...]) -> list[str]:
+    """Those of the element factories ``names`` this machine does not have."""
+    return [name for name in names if Gst.ElementFactory.find(name) is None]
+
+
+def probe_tcp(host: str, port: int, timeout_s: float, answer: Callable[[bool], None]) -> None:
+    """Whether ``host:port`` accepts a TCP connection, found out without blocking: ``answer``
+    is called from the main loop with the outcome (the connection is closed at once)."""
+    client = Gio.SocketClient.new()
+    client.set_timeout(max(1, round(timeout_s)))
+
+    def connected(source: Gio.SocketClient, result: Gio.AsyncResult) -> None:
+        try:
+            connection = source.connect_to_host_finish(result)
+        except GLib.Error:
+            answer(False)
+            return
+        connection.close(None)
+        answer(True)
+
+    client.connect_to_host_async(host, port, None, connected)

@@ -7,6 +7,7 @@ alter a pipeline's structure; paths are additionally quoted.
 from __future__ import annotations
 
 from streamer.config import Settings
+from streamer.config.parsers import PublishDestination
 from streamer.media import camera
 from streamer.media.camera import raw_caps
 from streamer.storage import layout
@@ -285,3 +286,105 @@ def live_session(s: Settings, rtsp_url: str, payload_type: int = RTP_PAYLOAD_TYP
         f"pt={payload_type} "
         f"! webrtcbin name={LIVE_WEBRTC_ELEMENT} bundle-policy=max-bundle"
     )
+
+
+# Publishing (the publish worker): one pipeline per destination, an RTSP client of our own server
+# whose H.264 goes out unchanged (no decoder, no encoder).
+PUBLISH_SOURCE_ELEMENT = "publish_in"
+PUBLISH_QUEUE_ELEMENT = "publish_queue"
+PUBLISH_SINK_ELEMENT = "publish_out"
+# Encoded video a destination may fall behind by before its queue drops the oldest frames (and
+# the frames after them up to the next keyframe): a slow or stalled server never backs up into
+# our RTSP server, and what is sent stays this close to live.
+PUBLISH_QUEUE_S = 1
+# What follows the queue, by kind of destination. RTMP: FLV, streamable (no index, no duration).
+# SRT: MPEG-TS; plain h264parse in front of the muxer (``config-interval=-1`` there inserts
+# SPS/PPS between the slices of x264's IDR frames and corrupts them; the stream repeats them
+# at every keyframe anyway), and 7 TS packets a buffer (1316 bytes, one SRT packet each):
+# srtsink skips buffers marked as headers once it has the caps' stream headers, and with the
+# muxer's default packing those held the SPS/PPS: measured here, no SPS/PPS reached the
+# receiver and nothing decoded; with 7 a buffer every keyframe arrived with them.
+# The depayloader hands SRT's muxer byte-stream: from AVC (its default), h264parse's conversion
+# left the SPS/PPS out of the first keyframe the receiver got (measured: the first GOP did not
+# decode); from byte-stream, every keyframe came with them.
+# RTSP: rtspclientsink payloads it itself (ANNOUNCE/RECORD, TCP).
+# Sinks push as soon as they have data (``sync=false``: live input, no clock to wait for);
+# srtsink does not reconnect by itself (the worker does, with its backoff).
+_PUBLISH_OUTPUTS = {
+    "rtmp": f"flvmux streamable=true ! rtmp2sink name={PUBLISH_SINK_ELEMENT} sync=false",
+    "srt": (
+        f"mpegtsmux alignment=7 ! srtsink name={PUBLISH_SINK_ELEMENT} mode=caller auto-reconnect=false "
+        "sync=false"
+    ),
+    "rtsp": f"rtspclientsink name={PUBLISH_SINK_ELEMENT} protocols=tcp",
+}
+# What the depayloader is asked for, by kind (nothing: whatever the muxer or sink prefers).
+_PUBLISH_DEPAYLOADED = {"srt": " ! video/x-h264,stream-format=byte-stream,alignment=au"}
+# The elements each kind needs (besides the source's rtspsrc, rtph264depay, h264parse, queue).
+PUBLISH_ELEMENTS = {
+    "rtmp": ("flvmux", "rtmp2sink"),
+    "srt": ("mpegtsmux", "srtsink"),
+    "rtsp": ("rtspclientsink",),
+}
+
+
+def publish_queue_frames(s: Settings) -> int:
+    return max(2, s.video_fps * PUBLISH_QUEUE_S)
+
+
+def publish(s: Settings, kind: str) -> str:
+    """One destination's pipeline: our RTSP stream → its H.264 as it is → a leaky queue → the
+    muxer and sink for ``kind`` (``rtmp``, ``srt`` or ``rtsp``).
+
+    ``rtspsrc`` as the live worker's: over TCP, interleaved, with no jitter buffer delay
+    (``latency=0``); the RTSP server forces a keyframe for each new client, so a destination
+    starts with one. The queue holds whole frames (h264parse in front of it makes one buffer
+    of each) and drops the oldest when full; the worker then drops the frames after a gap up to
+    the next keyframe (``gst.drop_to_keyframe_after_gap``). Nothing of the destination is in
+    the description: its address, key, streamid, passphrase and credentials are set as
+    properties of ``PUBLISH_SINK_ELEMENT`` (``publish_sink_properties``), the RTSP credentials
+    on ``PUBLISH_SOURCE_ELEMENT``, as the live worker does.
+    """
+    if kind not in _PUBLISH_OUTPUTS:
+        raise ValueError(f"no such kind of destination: {kind!r}")
+    rtsp_url = live_rtsp_url(s)
+    tls = " tls-validation-flags=0" if rtsp_url.startswith("rtsps://") else ""
+    return (
+        f'rtspsrc name={PUBLISH_SOURCE_ELEMENT} location="{rtsp_url}" protocols=tcp latency=0{tls} '
+        f"! rtph264depay{_PUBLISH_DEPAYLOADED.get(kind, '')} ! h264parse "
+        f"! {_leaky_queue(PUBLISH_QUEUE_ELEMENT, publish_queue_frames(s))} "
+        f"! {_PUBLISH_OUTPUTS[kind]}"
+    )
+
+
+def publish_sink_properties(destination: PublishDestination) -> dict[str, str | int]:
+    """The properties of ``PUBLISH_SINK_ELEMENT`` that point it at ``destination``, set from
+    Python (never spliced into a description). Secrets among them: set, never logged.
+
+    RTMP: rtmp2sink's parts of a location (as its own ``location`` parser splits one: the
+    application is what lies between the host and the last '/', the stream the rest). SRT: the
+    server's ``srt://host:port`` and the query's settings. RTSP: the URL without its
+    credentials, which go to ``user-id``/``user-pw``.
+    """
+    d = destination
+    properties: dict[str, str | int]
+    if d.kind == "rtmp":
+        properties = {"scheme": d.scheme, "host": d.host, "port": d.port}
+        properties |= {"application": d.application, "stream": d.key}
+        if d.user:
+            properties |= {"username": d.user, "password": d.password}
+    elif d.kind == "srt":
+        properties = {"uri": f"srt://{d.address}"}
+        if d.latency_ms is not None:
+            properties["latency"] = d.latency_ms
+        if d.streamid:
+            properties["streamid"] = d.streamid
+        if d.passphrase:
+            properties["passphrase"] = d.passphrase
+    elif d.kind == "rtsp":
+        properties = {"location": f"rtsp://{d.address}{d.path}"}
+        if d.user:
+            properties |= {"user-id": d.user, "user-pw": d.password}
+    else:
+        raise ValueError(f"no such kind of destination: {d.kind!r}")
+    return properties

@@ -33,6 +33,15 @@ worker serves as status and metrics. Counters count from the worker's start:
   ``link_errors``, ``reconnects``.
 - live: ``frames`` handed to browsers, ``sessions`` (open), ``playing``, ``sessions_total``,
   ``refused``, ``clients`` (``[{"session", "state", "since", "frames"}]``).
+- publish: ``frames`` (buffers handed to the destinations' sinks), ``idle`` (no destination
+  connected), ``connected`` (how many are), ``dropped`` (frames not sent because they would not
+  decode: before an attempt's first keyframe, after a gap in front of a slow server),
+  ``destinations`` (``[{"url", "kind", "connected", "since", "bytes_sent", "reconnects",
+  "last_error", "next_attempt_in_s"}]``: the URL and the error redacted, ``kind`` ``rtmp``,
+  ``srt`` or ``rtsp``, ``since`` when ``connected`` last changed, ``bytes_sent`` muxed bytes
+  handed to the sink, ``reconnects`` attempts after a failure, ``next_attempt_in_s`` while
+  waiting to try again, else null). A destination connecting or disconnecting is reported at
+  once.
 
 Lines are far shorter than PIPE_BUF, so writes from several threads never interleave. A worker
 run on its own has no channel and the writer does nothing.

@@ -47,6 +47,7 @@ class SnapshotCollector(Collector):
         yield from self._rtsp()
         yield from self._recording()
         yield from self._mavlink()
+        yield from self._publish()
         yield from self._workers()
 
     # --- helpers
@@ -225,6 +226,37 @@ class SnapshotCollector(Collector):
                 if (value := _number(count)) is not None:
                     handled.add_metric([str(command)], value)
             yield handled
+
+    def _publish(self) -> Iterator[Metric]:
+        """One series per destination, labelled with its redacted URL."""
+        destinations = self.snap.progress("publish").get("destinations")
+        if not isinstance(destinations, list) or not destinations:
+            return
+        connected = GaugeMetricFamily(
+            "streamer_publish_connected",
+            "1 while the stream is being published to this destination",
+            labels=["destination"],
+        )
+        sent = CounterMetricFamily(
+            "streamer_publish_bytes_sent_total",
+            "Bytes handed to this destination's sink (muxed) since the publish worker started",
+            labels=["destination"],
+        )
+        reconnects = CounterMetricFamily(
+            "streamer_publish_reconnects_total",
+            "Attempts to connect to this destination again after a failure",
+            labels=["destination"],
+        )
+        for destination in destinations:
+            if not isinstance(destination, dict) or not isinstance(destination.get("url"), str):
+                continue
+            label = [destination["url"]]
+            connected.add_metric(label, int(bool(destination.get("connected"))))
+            if (value := _number(destination.get("bytes_sent"))) is not None:
+                sent.add_metric(label, value)
+            if (value := _number(destination.get("reconnects"))) is not None:
+                reconnects.add_metric(label, value)
+        yield from (connected, sent, reconnects)
 
     def _workers(self) -> Iterator[Metric]:
         stack = self.snap.stack

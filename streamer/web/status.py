@@ -1,9 +1,9 @@
 """``GET /api/v1/status``: the whole picture in one JSON object, built from a ``Snapshot``.
 
 Sections: ``health`` (as /health), ``stack``, ``workers``, ``camera``, ``recording``, ``rtsp``,
-``mavlink``, ``http`` and ``settings`` (every setting by its variable, secrets redacted). Times are Unix
-time in seconds; durations end in ``_s``, sizes in ``_bytes``. What a worker has not reported
-yet is null. See docs/operations.md for an example.
+``mavlink``, ``publish``, ``http`` and ``settings`` (every setting by its variable, secrets
+redacted). Times are Unix time in seconds; durations end in ``_s``, sizes in ``_bytes``. What a
+worker has not reported yet is null. See docs/operations.md for an example.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from streamer.config import REDACTED, Settings, is_secret_variable
-from streamer.config.parsers import MavlinkEndpoint
+from streamer.config.parsers import MavlinkEndpoint, PublishDestination
 from streamer.config.settings import declarations
 from streamer.runtime import state
 from streamer.runtime.addresses import rtsp_urls
@@ -33,6 +33,7 @@ def build(settings: Settings, snap: Snapshot) -> dict[str, Any]:
         "recording": recording_section(settings, snap),
         "rtsp": rtsp_section(settings, snap),
         "mavlink": mavlink_section(settings, snap),
+        "publish": publish_section(settings, snap),
         "http": http_section(settings),
         "settings": settings_section(settings),
     }
@@ -180,6 +181,30 @@ def mavlink_section(settings: Settings, snap: Snapshot) -> dict[str, Any]:
     }
 
 
+# A destination's fields (``streamer.publish.retry.DestinationReport``), null until the publish
+# worker has reported.
+PUBLISH_FIELDS = ("connected", "since", "bytes_sent", "reconnects", "last_error", "next_attempt_in_s")
+
+
+def publish_section(settings: Settings, snap: Snapshot) -> dict[str, Any]:
+    """Publishing to media servers (PUBLISH_URL), as the publish worker last reported: each
+    destination's URL (redacted), kind, whether it is connected and since when, bytes sent,
+    reconnects, the last error (redacted) and when it is tried next. Before its first report,
+    the configured destinations with nulls."""
+    publish = snap.progress("publish")
+    reported = publish.get("destinations")
+    if isinstance(reported, list) and reported:
+        destinations = [dict(d) for d in reported if isinstance(d, dict)]
+    else:
+        unknown = dict.fromkeys(PUBLISH_FIELDS)
+        destinations = [{"url": d.redacted, "kind": d.kind, **unknown} for d in settings.publish_urls]
+    return {
+        "enabled": bool(settings.publish_urls),
+        "connected": publish.get("connected"),
+        "destinations": destinations,
+    }
+
+
 def http_section(settings: Settings) -> dict[str, Any]:
     return {
         "bind": settings.http_bind,
@@ -207,7 +232,7 @@ def _plain(name: str, value: Any) -> Any:
     if name == "record_min_free":
         size, fraction = value
         return f"{fraction * 100:g}%" if fraction else size
-    if isinstance(value, Path | MavlinkEndpoint):
+    if isinstance(value, Path | MavlinkEndpoint | PublishDestination):  # a destination: redacted
         return str(value)
     if isinstance(value, tuple):
         return [_plain("", item) for item in value]
