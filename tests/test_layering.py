@@ -1,6 +1,6 @@
 """Dependencies run one way (see README, "Code layout").
 
-    config  ←  runtime  ←  storage, media  ←  workers (feeder, recorder, rtsp, web, live, mavlink)
+    config  ←  runtime  ←  storage, media  ←  workers (feeder, recorder, rtsp, web, live, mavlink, publish)
                    ↖  control (the controller; no GStreamer)  ←  drone
 
 Read from the source (every import, also those inside functions) and, for "never loads
@@ -26,6 +26,7 @@ WORKERS = (
     "streamer.web",
     "streamer.live",
     "streamer.mavlink",
+    "streamer.publish",
 )
 CONTROLLER = ("streamer.control", "streamer.drone")
 # What each part may import of the project (besides itself).
@@ -41,6 +42,8 @@ ALLOWED = {
     # The MAVLink camera component: like the web worker, it reads the published state and
     # commands the recorder; no GStreamer.
     "streamer.mavlink": {"streamer.config", "streamer.runtime", "streamer.storage"},
+    # Publishing: an RTSP client of our own server pushing to media servers (GStreamer).
+    "streamer.publish": {"streamer.config", "streamer.runtime", "streamer.storage", "streamer.media"},
     # A tool beside the stack: it looks at what the workers would use, and asks the web worker.
     "streamer.doctor": {"streamer.config", "streamer.runtime", "streamer.storage", "streamer.media"},
 }
@@ -53,6 +56,7 @@ PURE = [
     "streamer.media.camera",
     "streamer.media.stamp",
     "streamer.media.timing",
+    "streamer.publish.retry",
     "streamer.media.latency",
     "streamer.media.shm",
     "streamer.storage.layout",

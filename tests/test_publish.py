@@ -304,8 +304,17 @@ def test_publishing_to_rtmp_srt_and_rtsp_and_nginx_dying_mid_stream(env, start, 
         # It tries again while nginx is down, and is refused (a log line with the reason).
         rtmp_line = rf"publish: rtmp://127\.0\.0\.1:{nginx.port}/live/\*{{4}}: "
         drone.wait_for(rtmp_line + "cannot connect: ", 15)
+        # Refused again and again, its pauses grow: nginx comes back during a pause of 4 s or more.
+        publish_report(
+            env,
+            drone,
+            lambda r: (destination(r, "rtmp")["next_attempt_in_s"] or 0) >= 3,
+            "a pause of 4 s or more before the next attempt",
+            timeout=30,
+        )
 
-        # nginx comes back on the same port: the stream is on it again within 5 s.
+        # nginx comes back on the same port: the stream is on it again within 5 s all the same
+        # (the server is asked each second whether it accepts connections again).
         nginx.start()
         restarted_at = time.monotonic()
 

@@ -39,7 +39,9 @@ ELEMENT_PACKAGES = {
         ("v4l2src", "jpegdec", "jpegenc", "splitmuxsink", "mp4mux", "qtdemux", "multifilesink", "rtph264pay"),
         GOOD,
     ),
-    **dict.fromkeys(("shmsink", "shmsrc", "h264parse"), BAD),
+    **dict.fromkeys(("shmsink", "shmsrc", "h264parse", "rtmp2sink", "srtsink", "mpegtsmux"), BAD),
+    **dict.fromkeys(("rtspsrc", "rtph264depay", "flvmux"), GOOD),
+    "rtspclientsink": "gstreamer1.0-rtsp",
     "x264enc": UGLY,
 }
 # Properties whose value is itself an element description (splitmuxsink's muxer and sink).
@@ -162,6 +164,8 @@ def descriptions(settings: Settings) -> dict[str, str]:
     }
     if settings.enable_rtsp:
         found["rtsp"] = pipelines.rtsp_media(settings)
+    for kind in sorted({destination.kind for destination in settings.publish_urls}):
+        found[f"publisher ({kind})"] = pipelines.publish(settings, kind)
     return found
 
 
