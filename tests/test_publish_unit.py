@@ -456,14 +456,14 @@ def test_destinations_wait_while_the_stacks_rtsp_worker_is_not_ready(tmp_path):
     assert watch.up(0.0)  # no stack: the worker runs on its own, the stream may be there
     stack = StackState(controller_pid=os.getpid())
     stack.workers["rtsp"] = WorkerState("rtsp", "starting", 1)
-    state.write(watch.path, stack)
+    state.write(state.state_file(s.shm_recorder_socket + ".lock"), stack)
     assert not watch.up(1.0)
     stack.workers["rtsp"].state = READY
-    state.write(watch.path, stack)
+    state.write(state.state_file(s.shm_recorder_socket + ".lock"), stack)
     assert watch.up(2.0)
     stack.workers["rtsp"].state = "waiting"  # restarted alone
-    state.write(watch.path, stack)
+    state.write(state.state_file(s.shm_recorder_socket + ".lock"), stack)
     assert not watch.up(3.0)
     stack.controller_pid = 2**22 + 12345  # left behind by a controller that is gone
-    state.write(watch.path, stack)
+    state.write(state.state_file(s.shm_recorder_socket + ".lock"), stack)
     assert watch.up(4.0)

@@ -33,7 +33,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
 from pymavlink.dialects.v20 import common as mavlink
 
 from streamer.config import EXIT_CONFIG, STAMPED_SYNTHETIC_CAMERA, SYNTHETIC_CAMERA, Settings
@@ -145,7 +144,7 @@ class Observer:
         self, settings: Settings, log: logging.Logger, peer: Callable[[], str | None], disk_jobs: Jobs
     ) -> None:
         self.settings = settings
-        self.state_path = state.state_file(settings.shm_recorder_socket + ".lock")
+        self._state = state.StateReader(state.state_file(settings.shm_recorder_socket + ".lock"), log)
         self._log = log
         self._peer = peer
         self._disk_jobs = disk_jobs
@@ -154,13 +153,12 @@ class Observer:
         self._disk: Disk | None = None
         self._disk_looked_at = -DISK_EVERY_S
         self._disk_problem: str | None = None
-        self._unreadable_logged = False
 
     def refresh(self, now: float) -> None:
         """Read the published state (twice a second) and look at the disk (once a second)."""
         if now - self._state_read_at >= STATE_EVERY_S:
             self._state_read_at = now
-            self._stack = self._read_state()
+            self._stack = self._state.read_running()
         if now - self._disk_looked_at >= DISK_EVERY_S and not self._disk_jobs.pending:
             self._disk_looked_at = now
             self._disk_jobs.submit(self._statvfs, self._disk_seen)
@@ -173,19 +171,6 @@ class Observer:
         while self._disk_jobs.pending and time.monotonic() < deadline:
             time.sleep(0.01)
             self._disk_jobs.finish()
-
-    def _read_state(self) -> StackState | None:
-        try:
-            current = state.read(self.state_path)
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            if not self._unreadable_logged:
-                self._log.warning("cannot read the stack's state at %s: %s", self.state_path, err)
-                self._unreadable_logged = True
-            return None
-        self._unreadable_logged = False
-        if current is None or not _alive(current.controller_pid):
-            return None  # none, or left behind by a killed controller
-        return current
 
     def _statvfs(self) -> Disk:
         usage = os.statvfs(self.settings.ssd_path)
@@ -245,15 +230,6 @@ class Observer:
             )
             return ""
         return urls.file_url(self.settings, self.host(self.settings.http_bind), *where)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-    except psutil.AccessDenied:  # another user's controller: it exists
-        return True
 
 
 def camera_model(camera: str, sysfs: Path = SYSFS_V4L) -> str:

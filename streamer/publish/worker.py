@@ -28,7 +28,6 @@ Everything runs in one GLib main loop; the streaming threads only bump counters.
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 from streamer.config import Settings
@@ -66,12 +65,10 @@ class StreamWatch:
     Without a controller (the worker run on its own), the stream is taken to be there."""
 
     def __init__(self, settings: Settings, log: logging.Logger, every_s: float = STATE_EVERY_S) -> None:
-        self.path = state.state_file(settings.shm_recorder_socket + ".lock")
-        self.log = log
+        self._state = state.StateReader(state.state_file(settings.shm_recorder_socket + ".lock"), log)
         self.every_s = every_s
         self._looked_at: float | None = None
         self._up = True
-        self._unreadable: str | None = None
 
     def up(self, now: float) -> bool:
         if self._looked_at is None or now - self._looked_at >= self.every_s:
@@ -80,28 +77,11 @@ class StreamWatch:
         return self._up
 
     def _look(self) -> bool:
-        try:
-            stack = state.read(self.path)
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            if str(err) != self._unreadable:  # said once
-                self.log.warning("cannot read the stack's state at %s: %s", self.path, err)
-                self._unreadable = str(err)
-            return True
-        self._unreadable = None
-        if stack is None or not _alive(stack.controller_pid):
-            return True  # no controller: the worker runs on its own
+        stack = self._state.read_running()
+        if stack is None:
+            return True  # no controller (or no readable state): the worker runs on its own
         rtsp = stack.workers.get("rtsp")
         return rtsp is not None and rtsp.state == state.READY
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's controller: it exists
-        return True
-    return True
 
 
 class Publisher:

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+import psutil
 
 # Stack states.
 STARTING = "starting"  # workers being started, not all ready yet
@@ -135,3 +138,41 @@ def read(path: str) -> StackState | None:
 def remove(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
+
+
+def controller_alive(pid: int) -> bool:
+    """Whether the controller that published a state still runs: a state file left by a killed
+    controller names a pid that is gone (or a zombie)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:  # another user's controller: it exists
+        return True
+
+
+class StateReader:
+    """The published state as a worker beside the stack reads it (the web worker, the MAVLink
+    component, the publisher): ``read`` returns None when there is none, and when it cannot be
+    read, which is said once in the log (until it can be read again)."""
+
+    def __init__(self, path: str, log: logging.Logger) -> None:
+        self.path = path
+        self._log = log
+        self._unreadable: str | None = None  # the last reason it could not be read, said once
+
+    def read(self) -> StackState | None:
+        try:
+            current = read(self.path)
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            if str(err) != self._unreadable:
+                self._log.warning("cannot read the stack's state at %s: %s", self.path, err)
+                self._unreadable = str(err)
+            return None
+        self._unreadable = None
+        return current
+
+    def read_running(self) -> StackState | None:
+        """The state of a stack whose controller runs; None also for one a killed controller left."""
+        current = self.read()
+        return current if current is not None and controller_alive(current.controller_pid) else None

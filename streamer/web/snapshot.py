@@ -120,6 +120,7 @@ class Observer:
     ) -> None:
         self.settings = settings
         self.state_path = state.state_file(settings.shm_recorder_socket + ".lock")
+        self._state = state.StateReader(self.state_path, log)
         self._log = log
         self._clock = clock
         self._camera: Camera = camera_for(settings)
@@ -130,7 +131,6 @@ class Observer:
         self._disk_executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="disk")
         self._disk_pending = False
         self._disk_problem: str | None = None
-        self._unreadable_logged = False
 
     def close(self) -> None:
         self._disk_executor.shutdown(wait=False, cancel_futures=True)
@@ -139,14 +139,7 @@ class Observer:
 
     def read_state(self) -> StackState | None:
         """The published state, None when there is none (or it cannot be read: said once)."""
-        try:
-            current = state.read(self.state_path)
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            if not self._unreadable_logged:
-                self._log.warning("cannot read the stack's state at %s: %s", self.state_path, err)
-                self._unreadable_logged = True
-            return None
-        self._unreadable_logged = False
+        current = self._state.read()
         if current is not None:
             self._observe_recorder(current)
         return current
@@ -200,21 +193,12 @@ class Observer:
             self._processes.pop(pid, None)
             return None
 
-    def controller_alive(self, stack: StackState) -> bool:
-        """A state file left by a killed controller names a pid that is gone (or a zombie)."""
-        try:
-            return psutil.Process(stack.controller_pid).status() != psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return False
-        except psutil.AccessDenied:  # another user's controller: it exists
-            return True
-
     # --- the snapshot
 
     def snapshot(self) -> Snapshot:
         now = self._clock()
         stack = self.read_state()
-        alive = stack is not None and self.controller_alive(stack)
+        alive = stack is not None and state.controller_alive(stack.controller_pid)
         processes: dict[str, ProcessStats] = {}
         if stack is not None and alive:
             pids = {worker.pid for worker in stack.workers.values() if worker.pid is not None}
