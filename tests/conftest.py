@@ -53,10 +53,27 @@ def env(workdir: Path) -> dict[str, str]:
     return stack_env(workdir)
 
 
+# Each test's reports by phase (setup, call, teardown), for fixtures to see how it went.
+REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    report = yield
+    item.stash.setdefault(REPORTS, {})[report.when] = report
+    return report
+
+
+def failed(request: pytest.FixtureRequest) -> bool:
+    reports = request.node.stash.get(REPORTS, {})
+    return any(report.failed for report in reports.values())
+
+
 @pytest.fixture
-def start(workdir: Path) -> Iterator[Callable[..., Proc]]:
+def start(workdir: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Proc]]:
     """Start ``python -m <module>``; anything still running at the end is stopped before the
-    ``workdir`` checks for leftovers run."""
+    ``workdir`` checks for leftovers run. When the test failed, each process's output is shown
+    with its report (what the stack logged is most of why a real-stack test fails)."""
     started: list[Proc] = []
 
     def launch(
@@ -73,3 +90,6 @@ def start(workdir: Path) -> Iterator[Callable[..., Proc]]:
     yield launch
     for proc in started:
         proc.stop(15)
+    if failed(request):
+        for proc in started:
+            print(f"--- output of python -m {proc.module} ---\n{proc.output}")
