@@ -14,8 +14,7 @@ least delayed arrival of the last ``window_s`` seconds (the one that best says w
 are captured). Hence:
 
 - frames are whole periods apart, but where the earliest arrival of the window changes (a
-  fraction of a millisecond, on a camera that keeps its rate; more in the first second, whose
-  first frame, the grid's first origin, is often the latest to arrive: a pipeline starting);
+  fraction of a millisecond, on a camera that keeps its rate);
 - a frame's time is never after its arrival (nothing is held back for it), and a camera whose
   clock runs a little fast or slow is followed within the window;
 - a frame that gets no new number (the rest of a backlog, a few ms after the previous frame)
