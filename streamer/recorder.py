@@ -81,7 +81,6 @@ from typing import Any, TypeVar
 from streamer.config import Settings
 from streamer.media import gst, pipelines
 from streamer.media.gst import GLib, Gst
-from streamer.media.timing import FrameGrid
 from streamer.runtime import commands
 from streamer.runtime.geotag import Geotag, GeotagError
 from streamer.runtime.status import StatusWriter
@@ -471,10 +470,6 @@ class Recorder:
             counted = pipelines.FRAME_QUEUE_ELEMENT
         # Frames past the leaky queue: with recording on they stop when the disk blocks the writer.
         gst.add_buffer_probe(runner.element(counted), "src", self._on_frame)
-        # Frames are stamped on arrival, which wobbles with the machine's load: back on the
-        # camera's frame grid, for even frame durations and increasing times in the chunks.
-        shm_input = runner.element(pipelines.SHM_INPUT_ELEMENT)
-        gst.place_on_frame_grid(shm_input, "src", FrameGrid(settings.video_fps))
         if branches.video:
             pace_video(runner.element, settings.video_fps)
         # Video recorded on across a change of pipeline that keeps it (images added or dropped)
@@ -797,9 +792,10 @@ class Recorder:
 
 
 def pace_video(element: Callable[[str], Gst.Element], fps: int) -> None:
-    """The probe in front of the video encoder (``element`` looks one up by name): keyframes
-    are forced by time, so that frames dropped before the encoder do not stretch a GOP and end
-    a chunk one GOP early."""
+    """The probes in front of the video encoder (``element`` looks one up by name): frames that
+    arrive bunched are dropped, and keyframes are forced by time, so that frames dropped before
+    the encoder do not stretch a GOP and end a chunk one GOP early."""
+    gst.drop_bunched_frames(element(pipelines.VIDEO_QUEUE_ELEMENT), "src", 500_000_000 // fps)
     gst.force_keyframes(
         element(pipelines.VIDEO_ENCODER_ELEMENT), functools.partial(pipelines.record_gop_index, fps=fps)
     )

@@ -52,7 +52,6 @@ PURE = [
     "streamer.media.pipelines",
     "streamer.media.camera",
     "streamer.media.stamp",
-    "streamer.media.timing",
     "streamer.media.latency",
     "streamer.media.shm",
     "streamer.storage.layout",

@@ -20,7 +20,6 @@ gi.require_version("GstRtspServer", "1.0")
 gi.require_version("GstPbutils", "1.0")
 from gi.repository import Gio, GLib, Gst, GstPbutils, GstRtsp, GstRtspServer, GstVideo  # noqa: E402
 
-from streamer.media.timing import FrameGrid  # noqa: E402
 from streamer.runtime.geotag import Geotag  # noqa: E402
 from streamer.runtime.worker import EXIT_FAILURE, EXIT_OK  # noqa: E402
 
@@ -187,24 +186,22 @@ def add_buffer_probe(element: Gst.Element, pad_name: str, callback: Callable[[Gs
     pad.add_probe(Gst.PadProbeType.BUFFER, probe)
 
 
-def place_on_frame_grid(element: Gst.Element, pad_name: str, grid: FrameGrid) -> None:
-    """Give the frames through a pad the times ``grid`` places them at, on the pipeline's
-    running time; drop those it drops (``streamer.media.timing``).
+def drop_bunched_frames(element: Gst.Element, pad_name: str, min_interval_ns: int) -> None:
+    """Drop frames that come less than ``min_interval_ns`` after the last one let through.
 
-    For the pad of a shared-memory reader (``shmsrc``), which stamps each frame as it arrives
-    (``do-timestamp``) and hands it on unshared: its time can be set in place.
+    A live shmsrc stamps frames as they arrive (``do-timestamp``); after its process was frozen
+    it delivers the backlog at once, with near-identical timestamps that an encoder and muxer
+    turn into non-increasing ones. (``videorate drop-only`` lets such a burst through.)
     """
+    last = [-1]
 
     def probe(_pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
-        buffer = info.get_buffer()
-        if buffer.pts == Gst.CLOCK_TIME_NONE:
+        pts = info.get_buffer().pts
+        if pts == Gst.CLOCK_TIME_NONE:
             return Gst.PadProbeReturn.OK
-        placed = grid.place(buffer.pts)
-        if placed is None:
+        if last[0] >= 0 and pts < last[0] + min_interval_ns:
             return Gst.PadProbeReturn.DROP
-        buffer.pts = placed
-        if buffer.dts != Gst.CLOCK_TIME_NONE:  # do-timestamp stamps both; raw frames need no DTS of their own
-            buffer.dts = placed
+        last[0] = pts
         return Gst.PadProbeReturn.OK
 
     element.get_static_pad(pad_name).add_probe(Gst.PadProbeType.BUFFER, probe)

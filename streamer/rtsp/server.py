@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from streamer.config import Settings
 from streamer.media import gst, pipelines
 from streamer.media.gst import GLib, Gst, GstRtsp, GstRtspServer, GstVideo
-from streamer.media.timing import FrameGrid
 from streamer.rtsp.access import AccessError, describe_access, make_auth
 from streamer.rtsp.keyframes import FORCED_KEYFRAME_MIN_INTERVAL_S, KeyframePacer
 from streamer.runtime.status import StatusWriter
@@ -164,10 +163,11 @@ class StreamServer:
         top = pipeline.get_parent()
         if isinstance(top, Gst.Pipeline):
             top.set_latency(0)
-        # Frames are stamped on arrival, which wobbles with the machine's load: put them back
-        # on the camera's frame grid, or players and ffprobe see a rate of hundreds of fps.
-        shm_input = pipeline.get_by_name(pipelines.SHM_INPUT_ELEMENT)
-        gst.place_on_frame_grid(shm_input, "src", FrameGrid(self.settings.video_fps))
+        # Frames are stamped on arrival: a backlog after a starved moment (here or in the
+        # feeder) would leave a few ms apart, and players and ffprobe would see a frame rate of
+        # hundreds. Like the recorder, keep the first of such frames and drop the rest.
+        half_frame_ns = 500_000_000 // self.settings.video_fps
+        gst.drop_bunched_frames(pipeline.get_by_name(pipelines.STREAM_QUEUE_ELEMENT), "src", half_frame_ns)
         gst.add_buffer_probe(pipeline.get_by_name(pipelines.PAYLOADER_ELEMENT), "sink", self._on_frame)
         media.connect("handle-message", self._on_media_message)
         media.connect("unprepared", self._on_media_unprepared)
