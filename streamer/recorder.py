@@ -446,6 +446,9 @@ class Recorder:
             description, self.log, send_eos=True, eos_timeout_s=self.eos_timeout_s, stop_on_signals=False
         )
         shm_input = runner.element(pipelines.SHM_INPUT_ELEMENT)
+        # The camera's frame times, not the arrival times, which wobble with the machine's load:
+        # even frame durations and increasing times in the chunks, after a frozen moment too.
+        gst.time_by_capture(shm_input, pipelines.shm_frame_bytes(settings), self.log)
         out_of_space = False
 
         def on_error(message: Gst.Message) -> bool:
@@ -792,10 +795,9 @@ class Recorder:
 
 
 def pace_video(element: Callable[[str], Gst.Element], fps: int) -> None:
-    """The probes in front of the video encoder (``element`` looks one up by name): frames that
-    arrive bunched are dropped, and keyframes are forced by time, so that frames dropped before
-    the encoder do not stretch a GOP and end a chunk one GOP early."""
-    gst.drop_bunched_frames(element(pipelines.VIDEO_QUEUE_ELEMENT), "src", 500_000_000 // fps)
+    """The probe in front of the video encoder (``element`` looks one up by name): keyframes
+    are forced by time, so that frames dropped before the encoder do not stretch a GOP and end
+    a chunk one GOP early."""
     gst.force_keyframes(
         element(pipelines.VIDEO_ENCODER_ELEMENT), functools.partial(pipelines.record_gop_index, fps=fps)
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -48,6 +49,25 @@ def video_info(path: Path) -> tuple[str, int, int, float]:
     info = probe(path)
     stream = info["streams"][0]
     return stream["codec_name"], stream["width"], stream["height"], float(info["format"]["duration"])
+
+
+def packet_times(target: str | Path, *options: str) -> list[float]:
+    """The presentation times (s) of a file's or a stream's video packets, in decoding order."""
+    command = ["ffprobe", "-v", "error", *options, "-select_streams", "v", "-show_entries", "packet=pts_time"]
+    result = subprocess.run(
+        [*command, "-of", "csv=p=0", str(target)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return [float(line.split(",")[0]) for line in result.stdout.split() if line.split(",")[0] != "N/A"]
+
+
+def off_whole_frames_ms(times: list[float], fps: int) -> float:
+    """How far, at most, the gaps between frame times are from whole frame periods, in ms."""
+    gaps = [b - a for a, b in itertools.pairwise(sorted(times))]
+    return max(abs(gap * fps - round(gap * fps)) / fps * 1000 for gap in gaps)
 
 
 def decodes_cleanly(path: Path) -> str:

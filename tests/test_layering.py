@@ -52,6 +52,7 @@ PURE = [
     "streamer.media.pipelines",
     "streamer.media.camera",
     "streamer.media.stamp",
+    "streamer.media.capture_time",
     "streamer.media.latency",
     "streamer.media.shm",
     "streamer.storage.layout",

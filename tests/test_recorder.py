@@ -24,7 +24,16 @@ from streamer.runtime import state
 from streamer.storage import layout
 from streamer.testing import wait_state
 from tests.harness import TEST_FPS, TEST_HEIGHT, TEST_WIDTH, Proc, shm_segments, short_tempdir, stack_env
-from tests.media import CHUNK_S, LinkWatch, decodes_cleanly, jpeg_size, video_info, wait_for_chunks
+from tests.media import (
+    CHUNK_S,
+    LinkWatch,
+    decodes_cleanly,
+    jpeg_size,
+    off_whole_frames_ms,
+    packet_times,
+    video_info,
+    wait_for_chunks,
+)
 
 RUN_SECONDS = 20
 LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
@@ -93,6 +102,10 @@ def test_chunks_are_h264_of_5_5_s_and_cover_the_wall_time(run: Run):
         assert (codec, width, height) == ("h264", TEST_WIDTH, TEST_HEIGHT), chunk
         assert decodes_cleanly(chunk) == "", chunk
     durations = [info[3] for info in infos]
+    # The camera's frame times (carried through shared memory), whole periods apart; the MP4
+    # timescale rounds each to a fraction of a millisecond.
+    for chunk in chunks:
+        assert off_whole_frames_ms(packet_times(chunk), TEST_FPS) < 0.5, chunk
     for duration in durations[:-1]:
         assert abs(duration - CHUNK_S) <= 0.1, durations
     assert 0 < durations[-1] <= CHUNK_S + 0.1, durations

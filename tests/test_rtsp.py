@@ -20,6 +20,7 @@ from streamer.media.gst import GLib, Gst
 from streamer.media.rtsp_client import RtspClient
 from streamer.rtsp import keyframes
 from tests.harness import TEST_FPS, TEST_HEIGHT, TEST_WIDTH, free_port, url
+from tests.media import off_whole_frames_ms, packet_times
 
 
 @pytest.fixture
@@ -53,6 +54,11 @@ def test_ffprobe_sees_h264_at_the_configured_size_and_rate(env, stack, transport
     # 30000/1001), so compare the value, not the fraction's spelling.
     assert abs(Fraction(stream["r_frame_rate"]) - TEST_FPS) <= 0.05 * TEST_FPS, stream["r_frame_rate"]
     stack.wait_for(rf"playing over {transport.upper()} \(1 watching\)")
+    # The frames carry the camera's times, whole periods apart however they arrived at the RTSP
+    # worker (the RTP clock's 90 kHz rounds each to 11 µs).
+    options = ("-rtsp_transport", transport, "-timeout", "10000000", "-read_intervals", "%+#60")
+    times = packet_times(url(env), *options)
+    assert len(times) >= 30 and off_whole_frames_ms(times, TEST_FPS) < 0.1, times
 
 
 @pytest.mark.parametrize("protocols", ["udp", "tcp"])
