@@ -6,8 +6,8 @@ What the stack would cost with nothing of its own architecture: no shared memory
 process, no recorder. The media is built from the stack's own descriptions, so it can only
 differ where the architecture does:
 
-- the feeder's chain up to (not including) its tee: the same stamped synthetic camera, JPEG
-  encode and decode, videoconvert, ``videorate drop-only=true``, the exact raw caps;
+- the feeder's camera chain (``pipelines.camera_frames``): the same stamped synthetic camera,
+  JPEG encode and decode, videoconvert, ``videorate drop-only=true``, the exact raw caps;
 - the RTSP media after its shared-memory reader: the same leaky queue, x264 settings,
   h264parse and payloader.
 
@@ -35,21 +35,20 @@ NAME = "floor"
 
 
 def floor_media(s: Settings) -> str:
-    """Feeder chain up to its tee, then the RTSP media after its shm reader: one pipeline."""
-    head, tee, _branches = pipelines.feeder(s).partition(f" ! tee name={pipelines.TEE_ELEMENT} ")
+    """The feeder's camera chain, then the RTSP media after its shm reader: one pipeline."""
     reader = pipelines.shm_reader_source(s, s.shm_stream_socket)
     media = pipelines.rtsp_media(s)
-    if not tee or not media.startswith(reader):
+    if not media.startswith(reader):
         raise ValueError("the stack's descriptions changed shape: update bench.floor.floor_media")
-    return head + media[len(reader) :]
+    return pipelines.camera_frames(s) + media[len(reader) :]
 
 
 def declare_no_latency(camera: gst.Gst.Element) -> None:
     """Make the live camera declare no latency, as the stack's shared-memory reader declares none.
 
     gst-rtsp-server's RTP sinks synchronise: each packet waits until its timestamp plus the
-    pipeline's latency. In the stack, ``shmsrc do-timestamp=true`` stamps frames on arrival and
-    declares no latency of its own, so the RTSP pipeline's latency is only its sinks' processing
+    pipeline's latency. In the stack, the shared-memory reader (frames timed by their capture
+    time) declares no latency of its own, so the RTSP pipeline's latency is only its sinks' processing
     deadline (20 ms by default). In one pipeline, the live camera's own declared frame of latency
     (33 ms at 30 fps) would be added to that and every packet held that much longer than in the
     stack: the floor would be no floor. Rewriting the answer to the latency query at the

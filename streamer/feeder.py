@@ -190,6 +190,9 @@ def run(settings: Settings, status: StatusWriter, log: logging.Logger) -> int:
         *settings.shm_sockets,
     )
     runner = gst.PipelineRunner(pipelines.feeder(settings), log)
+    gst.hand_over_with_capture_time(
+        runner.element(pipelines.CAMERA_OUT_ELEMENT), runner.element(pipelines.STAMPED_FRAMES_ELEMENT)
+    )
     meter = FeederMeter(
         status,
         log,

@@ -81,7 +81,6 @@ from typing import Any, TypeVar
 from streamer.config import Settings
 from streamer.media import gst, pipelines
 from streamer.media.gst import GLib, Gst
-from streamer.media.timing import FrameGrid
 from streamer.runtime import commands
 from streamer.runtime.geotag import Geotag, GeotagError
 from streamer.runtime.status import StatusWriter
@@ -447,6 +446,9 @@ class Recorder:
             description, self.log, send_eos=True, eos_timeout_s=self.eos_timeout_s, stop_on_signals=False
         )
         shm_input = runner.element(pipelines.SHM_INPUT_ELEMENT)
+        # The camera's frame times, not the arrival times, which wobble with the machine's load:
+        # even frame durations and increasing times in the chunks, after a frozen moment too.
+        gst.time_by_capture(shm_input, pipelines.shm_frame_bytes(settings), self.log)
         out_of_space = False
 
         def on_error(message: Gst.Message) -> bool:
@@ -471,10 +473,6 @@ class Recorder:
             counted = pipelines.FRAME_QUEUE_ELEMENT
         # Frames past the leaky queue: with recording on they stop when the disk blocks the writer.
         gst.add_buffer_probe(runner.element(counted), "src", self._on_frame)
-        # Frames are stamped on arrival, which wobbles with the machine's load: back on the
-        # camera's frame grid, for even frame durations and increasing times in the chunks.
-        shm_input = runner.element(pipelines.SHM_INPUT_ELEMENT)
-        gst.place_on_frame_grid(shm_input, "src", FrameGrid(settings.video_fps))
         if branches.video:
             pace_video(runner.element, settings.video_fps)
         # Video recorded on across a change of pipeline that keeps it (images added or dropped)

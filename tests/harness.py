@@ -8,6 +8,7 @@ shared with the benchmark: ``streamer.testing`` (re-exported here).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -24,7 +25,7 @@ from gi.repository import Gst  # noqa: E402
 
 from streamer import config  # noqa: E402
 from streamer.config import Settings  # noqa: E402
-from streamer.media import pipelines, shm  # noqa: E402
+from streamer.media import gst, pipelines, shm  # noqa: E402
 from streamer.media.rtsp_client import RtspClient  # noqa: E402
 from streamer.testing import ROOT, Proc, free_port, wait_until  # noqa: E402
 
@@ -117,7 +118,8 @@ def settings_for(env: dict[str, str]) -> Settings:
 
 class ShmReader:
     """Reads a feeder socket in this process with ``shmsrc`` (as the recorder and RTSP worker
-    do) and records each frame's arrival time and size."""
+    do: frames timed by their capture time) and records each frame's arrival time, time (PTS)
+    and size."""
 
     def __init__(self, settings: Settings, socket_path: str) -> None:
         description = (
@@ -125,8 +127,12 @@ class ShmReader:
             "! appsink name=out emit-signals=true sync=false max-buffers=4 drop=true"
         )
         self.pipeline = Gst.parse_launch(description)
+        source = self.pipeline.get_by_name(pipelines.SHM_INPUT_ELEMENT)
+        gst.time_by_capture(source, pipelines.shm_frame_bytes(settings), logging.getLogger("shm-reader"))
         self.arrivals: list[float] = []
+        self.times: list[int] = []
         self.sizes: set[int] = set()
+        self.held_up_s = 0.0  # the next frame holds the reader's streaming thread this long
         self.caps: str | None = None
         self.errors: list[str] = []
         sink = self.pipeline.get_by_name("out")
@@ -137,7 +143,13 @@ class ShmReader:
 
     def _on_sample(self, sink: Gst.Element) -> Gst.FlowReturn:
         sample = sink.emit("pull-sample")
+        if self.held_up_s:
+            # A reader starved of CPU for a moment, as on a loaded machine: frames queue up in
+            # the socket meanwhile and arrive in a burst.
+            time.sleep(self.held_up_s)
+            self.held_up_s = 0.0
         self.arrivals.append(time.monotonic())
+        self.times.append(sample.get_buffer().pts)
         self.sizes.add(sample.get_buffer().get_size())
         if self.caps is None:
             self.caps = sample.get_caps().to_string()

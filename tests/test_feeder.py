@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import itertools
 import signal
 import socket
 from pathlib import Path
 
+from streamer.media import capture_time
 from tests.harness import TEST_FPS, TEST_HEIGHT, TEST_WIDTH, ShmReader, settings_for, wait_until
 
-FRAME_BYTES = TEST_WIDTH * TEST_HEIGHT * 3 // 2
+# A raw I420 frame, then its capture time.
+FRAME_BYTES = TEST_WIDTH * TEST_HEIGHT * 3 // 2 + capture_time.TRAILER_BYTES
+PERIOD_NS = 1_000_000_000 / TEST_FPS
+
+
+def periods_between(times: list[int]) -> list[float]:
+    """The gaps between consecutive frame times, in frame periods."""
+    return [(b - a) / PERIOD_NS for a, b in itertools.pairwise(times)]
+
+
+def whole(periods: list[float]) -> bool:
+    """Every gap one or more whole periods (the synthetic camera's times are exact, to 1 µs)."""
+    return all(p >= 0.999 and abs(p - round(p)) * PERIOD_NS < 1_000 for p in periods)
 
 
 def assert_rate(fps: float, what: str) -> None:
@@ -30,9 +44,30 @@ def test_frames_arrive_at_configured_size_and_rate_on_both_sockets(env, start):
     for reader, rate, name in zip(readers, rates, ("recorder socket", "stream socket"), strict=True):
         assert not reader.errors, reader.errors
         assert reader.sizes == {FRAME_BYTES}, f"{name}: frame sizes {reader.sizes}"
+        assert whole(periods_between(reader.times)), f"{name}: {periods_between(reader.times)}"
         assert_rate(rate, name)
     feeder.signal(signal.SIGTERM)
     assert feeder.wait() == 0
+
+
+def test_frames_that_arrive_in_a_burst_keep_the_camera_s_times(env, start):
+    """A reader held up for 0.3 s receives the frames that queued meanwhile in a burst, a few
+    microseconds apart; their times are still the camera's, whole periods apart (stamped on
+    arrival, they would make a frame rate of thousands)."""
+    feeder = start("streamer.feeder", env)
+    feeder.wait_for("camera is delivering frames")
+    reader = ShmReader(settings_for(env), settings_for(env).shm_stream_socket).start()
+    try:
+        wait_until(lambda: len(reader.arrivals) >= 10, 10, "frames from the feeder")
+        held_up_at = len(reader.arrivals)
+        reader.held_up_s = 0.3
+        wait_until(lambda: len(reader.arrivals) >= held_up_at + 2 * TEST_FPS, 10, "frames after the hold-up")
+    finally:
+        reader.stop()
+    assert not reader.errors, reader.errors
+    arrival_gaps_ms = [(b - a) * 1000 for a, b in itertools.pairwise(reader.arrivals[held_up_at:])]
+    assert min(arrival_gaps_ms) < 5, f"no burst after the hold-up: {arrival_gaps_ms}"
+    assert whole(periods_between(reader.times)), periods_between(reader.times)
 
 
 def test_a_stopped_reader_does_not_slow_the_other(env, start):

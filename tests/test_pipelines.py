@@ -22,13 +22,28 @@ def test_feeder_starts_with_the_cameras_source(settings):
 
 
 def test_feeder_decodes_once_and_fixes_format_without_holding_a_frame(settings):
-    description = pipelines.feeder(settings)
-    head, _, branches = description.partition(" ! tee name=split ")
-    assert head.endswith(
+    frames = pipelines.camera_frames(settings)
+    assert frames.endswith(
         "! jpegdec ! videoconvert ! videorate drop-only=true "
         "! video/x-raw,format=I420,width=1280,height=720,framerate=25/1"
     )
+    description = pipelines.feeder(settings)
+    assert description.startswith(frames + " ! appsink name=camera_out ")
+    _, _, branches = description.partition(" ! tee name=split ")
     assert branches.count("split. ! queue") == 2
+
+
+def test_feeder_hands_frames_over_with_their_capture_time_and_never_backs_up(settings):
+    """Out through an appsink that keeps every frame, back in through a live appsrc with the
+    frames' caps that drops its oldest frame rather than grow (``gst.hand_over_with_capture_time``)."""
+    description = pipelines.feeder(settings)
+    appsink = description.split("appsink name=camera_out ")[1].split(" appsrc ")[0]
+    assert "emit-signals=true sync=false" in appsink and "drop=false" in appsink
+    appsrc = description.split("appsrc name=stamped_frames ")[1].split(" ! tee ")[0]
+    assert appsrc == (
+        'caps="video/x-raw,format=I420,width=1280,height=720,framerate=25/1" is-live=true format=time '
+        f"leaky-type=downstream max-buffers=2 max-bytes={2 * (1_382_400 + 8)} max-time=0"
+    )
 
 
 @pytest.mark.parametrize(
@@ -43,9 +58,10 @@ def test_each_branch_drops_instead_of_blocking(settings, name, socket):
     assert "sync=false" in branch
 
 
-def test_shm_area_holds_many_frames(settings):
-    assert pipelines.shm_area_bytes(settings) == 32 * 1_382_400
-    assert f"shm-size={32 * 1_382_400}" in pipelines.feeder(settings)
+def test_shm_area_holds_many_frames_with_their_capture_times(settings):
+    assert pipelines.shm_frame_bytes(settings) == 1_382_400 + 8
+    assert pipelines.shm_area_bytes(settings) == 32 * (1_382_400 + 8)
+    assert f"shm-size={32 * (1_382_400 + 8)}" in pipelines.feeder(settings)
 
 
 def test_reader_source_restores_caps_and_timestamps(settings):
@@ -66,7 +82,14 @@ def named_elements(s: config.Settings) -> list[tuple[str, dict[str, str]]]:
     return [
         (
             pipelines.feeder(s),
-            {**source, pipelines.TEE_ELEMENT: "tee", "to_recorder": "shmsink", "to_stream": "shmsink"},
+            {
+                **source,
+                pipelines.CAMERA_OUT_ELEMENT: "appsink",
+                pipelines.STAMPED_FRAMES_ELEMENT: "appsrc",
+                pipelines.TEE_ELEMENT: "tee",
+                "to_recorder": "shmsink",
+                "to_stream": "shmsink",
+            },
         ),
         (pipelines.shm_reader_source(s, "/tmp/x.sock") + " ! fakesink", reader),
         (

@@ -20,7 +20,7 @@ gi.require_version("GstRtspServer", "1.0")
 gi.require_version("GstPbutils", "1.0")
 from gi.repository import Gio, GLib, GObject, Gst, GstPbutils, GstRtsp, GstRtspServer, GstVideo  # noqa: E402
 
-from streamer.media.timing import FrameGrid  # noqa: E402
+from streamer.media import capture_time  # noqa: E402
 from streamer.runtime.geotag import Geotag  # noqa: E402
 from streamer.runtime.worker import EXIT_FAILURE, EXIT_OK  # noqa: E402
 
@@ -187,27 +187,54 @@ def add_buffer_probe(element: Gst.Element, pad_name: str, callback: Callable[[Gs
     pad.add_probe(Gst.PadProbeType.BUFFER, probe)
 
 
-def place_on_frame_grid(element: Gst.Element, pad_name: str, grid: FrameGrid) -> None:
-    """Give the frames through a pad the times ``grid`` places them at, on the pipeline's
-    running time; drop those it drops (``streamer.media.timing``).
+def hand_over_with_capture_time(appsink: Gst.Element, appsrc: Gst.Element) -> None:
+    """Pass every frame from ``appsink`` to ``appsrc`` (in one pipeline) with its capture time
+    appended (``streamer.media.capture_time``): the frame's running time plus the pipeline's
+    base time, on the pipeline's clock (the monotonic system clock). The frame's pixels are not
+    copied: the trailer is a second memory of the buffer. End of stream is passed on too."""
 
-    For the pad of a shared-memory reader (``shmsrc``), which stamps each frame as it arrives
-    (``do-timestamp``) and hands it on unshared: its time can be set in place.
-    """
+    def on_sample(sink: Gst.Element) -> Gst.FlowReturn:
+        sample = sink.emit("pull-sample")
+        if sample is None:
+            return Gst.FlowReturn.EOS
+        frame = sample.get_buffer()
+        if frame.pts == Gst.CLOCK_TIME_NONE:
+            return Gst.FlowReturn.OK
+        captured = frame.pts + sink.get_base_time()
+        stamped = Gst.Buffer.append(frame, Gst.Buffer.new_wrapped(capture_time.trailer(captured)))
+        return appsrc.emit("push-buffer", stamped)
+
+    appsink.connect("new-sample", on_sample)
+    appsink.connect("eos", lambda _sink: appsrc.emit("end-of-stream"))
+
+
+def time_by_capture(source: Gst.Element, frame_bytes: int, log: logging.Logger) -> None:
+    """Time the frames a shared-memory reader (``source``, a ``shmsrc``) receives by their
+    capture time, from the trailer the feeder appends (``hand_over_with_capture_time``), instead
+    of their arrival. ``frame_bytes``: a frame's size in shared memory, trailer included; a
+    buffer of another size is dropped (with one warning). The buffer leaves shmsrc unshared,
+    so its times are set in place."""
+    clock = capture_time.ReaderClock()
+    warned = [False]
 
     def probe(_pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
         buffer = info.get_buffer()
-        if buffer.pts == Gst.CLOCK_TIME_NONE:
-            return Gst.PadProbeReturn.OK
-        placed = grid.place(buffer.pts)
-        if placed is None:
+        size = buffer.get_size()
+        if size != frame_bytes:
+            if not warned[0]:
+                warned[0] = True
+                log.warning("dropping frames of %d bytes from shared memory (expected %d)", size, frame_bytes)
             return Gst.PadProbeReturn.DROP
-        buffer.pts = placed
-        if buffer.dts != Gst.CLOCK_TIME_NONE:  # do-timestamp stamps both; raw frames need no DTS of their own
-            buffer.dts = placed
+        captured = capture_time.read_trailer(
+            buffer.extract_dup(size - capture_time.TRAILER_BYTES, capture_time.TRAILER_BYTES)
+        )
+        running = clock.time_of(captured, source.get_base_time())
+        if running is None:
+            return Gst.PadProbeReturn.DROP
+        buffer.pts = buffer.dts = running  # as do-timestamp set both
         return Gst.PadProbeReturn.OK
 
-    element.get_static_pad(pad_name).add_probe(Gst.PadProbeType.BUFFER, probe)
+    source.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, probe)
 
 
 def force_keyframes(encoder: Gst.Element, gop_index: Callable[[int], int]) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from streamer.config import Settings
 from streamer.config.parsers import PublishDestination
-from streamer.media import camera
+from streamer.media import camera, capture_time
 from streamer.media.camera import raw_caps
 from streamer.storage import layout
 
@@ -34,6 +34,8 @@ STREAM_QUEUE_FRAMES = 1
 RTP_PAYLOAD_TYPE = 96
 
 # Element names the workers look up by name.
+CAMERA_OUT_ELEMENT = "camera_out"
+STAMPED_FRAMES_ELEMENT = "stamped_frames"
 TEE_ELEMENT = "split"
 # The feeder's branches, by the consumer they feed: each is a leaky queue ``<name>_queue`` in
 # front of the shmsink ``<name>``.
@@ -52,8 +54,13 @@ FRAME_QUEUE_ELEMENT = "frame_queue"
 FRAME_SINK_ELEMENT = "latest_frame"
 
 
+def shm_frame_bytes(s: Settings) -> int:
+    """A frame as it lies in shared memory: the raw frame, then its capture time."""
+    return s.frame_bytes + capture_time.TRAILER_BYTES
+
+
 def shm_area_bytes(s: Settings) -> int:
-    return s.frame_bytes * SHM_AREA_FRAMES
+    return shm_frame_bytes(s) * SHM_AREA_FRAMES
 
 
 def _leaky_queue(name: str, frames: int) -> str:
@@ -79,15 +86,31 @@ def _shm_branch(s: Settings, socket_path: str, name: str) -> str:
     )
 
 
-def feeder(s: Settings) -> str:
-    """Camera → JPEG decode → I420 at the configured size and rate → two shared-memory sockets.
+def camera_frames(s: Settings) -> str:
+    """Camera → JPEG decode → I420 at the configured size and rate.
 
     ``videorate drop-only=true`` enforces the frame rate without holding a frame back (plain
     videorate keeps one frame to decide on duplicates: +1 frame of latency).
     """
     source = camera.camera_for(s).source()
+    return f"{source} ! jpegdec ! videoconvert ! videorate drop-only=true ! {raw_caps(s)}"
+
+
+def feeder(s: Settings) -> str:
+    """The camera's frames, each with its capture time appended, tee'd into two shared-memory
+    sockets.
+
+    The frames leave the camera's chain through an appsink and come back through an appsrc,
+    where the feeder appends each frame's capture time (``streamer.media.capture_time``; the
+    trailer is a second memory of the buffer, the pixels are not copied). The appsrc drops its
+    oldest frame rather than grow, though the leaky branch queues after it never hold it up.
+    """
+    stamped_bytes = shm_frame_bytes(s)
     return (
-        f"{source} ! jpegdec ! videoconvert ! videorate drop-only=true ! {raw_caps(s)} "
+        f"{camera_frames(s)} ! appsink name={CAMERA_OUT_ELEMENT} emit-signals=true sync=false "
+        "max-buffers=2 drop=false wait-on-eos=false enable-last-sample=false "
+        f'appsrc name={STAMPED_FRAMES_ELEMENT} caps="{raw_caps(s)}" is-live=true format=time '
+        f"leaky-type=downstream max-buffers=2 max-bytes={2 * stamped_bytes} max-time=0 "
         f"! tee name={TEE_ELEMENT} "
         f"{TEE_ELEMENT}. ! {_shm_branch(s, s.shm_recorder_socket, FEEDER_BRANCHES['recorder'])} "
         f"{TEE_ELEMENT}. ! {_shm_branch(s, s.shm_stream_socket, FEEDER_BRANCHES['stream'])}"
@@ -95,7 +118,8 @@ def feeder(s: Settings) -> str:
 
 
 def shm_reader_source(s: Settings, socket_path: str) -> str:
-    """The start of every consumer: live, timestamped raw frames with the feeder's exact caps."""
+    """The start of every consumer: live raw frames with the feeder's exact caps. Each frame's
+    time is its capture time, set from its trailer by the reader (``gst.time_by_capture``)."""
     return (
         f'shmsrc name={SHM_INPUT_ELEMENT} socket-path="{socket_path}" is-live=true do-timestamp=true '
         f"! {raw_caps(s)}"

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from streamer.config import Settings
 from streamer.media import gst, pipelines
 from streamer.media.gst import GLib, Gst, GstRtsp, GstRtspServer, GstVideo
-from streamer.media.timing import FrameGrid
 from streamer.rtsp.access import AccessError, describe_access, make_auth
 from streamer.rtsp.keyframes import FORCED_KEYFRAME_MIN_INTERVAL_S, KeyframePacer
 from streamer.runtime.status import StatusWriter
@@ -159,15 +158,16 @@ class StreamServer:
         self.encoder = pipeline.get_by_name(pipelines.STREAM_ENCODER_ELEMENT)
         # Send each packet as soon as it is encoded. The media's sinks sync to the clock and
         # would otherwise hold every packet for the pipeline latency: the sinks' default 20 ms
-        # processing deadline (shmsrc and zerolatency x264 add none). Frames are stamped when
-        # they arrive from shared memory, so once encoded they are due at once.
+        # processing deadline (shmsrc and zerolatency x264 add none). Frames carry their capture
+        # time, already past when they arrive from shared memory, so once encoded they are due.
         top = pipeline.get_parent()
         if isinstance(top, Gst.Pipeline):
             top.set_latency(0)
-        # Frames are stamped on arrival, which wobbles with the machine's load: put them back
-        # on the camera's frame grid, or players and ffprobe see a rate of hundreds of fps.
+        # The camera's frame times, not the arrival times, which wobble with the machine's load
+        # (players and ffprobe would see a frame rate of hundreds after a starved moment).
         shm_input = pipeline.get_by_name(pipelines.SHM_INPUT_ELEMENT)
-        gst.place_on_frame_grid(shm_input, "src", FrameGrid(self.settings.video_fps))
+        if shm_input is not None:  # (bench.floor serves the camera's chain itself, no shared memory)
+            gst.time_by_capture(shm_input, pipelines.shm_frame_bytes(self.settings), self.log)
         gst.add_buffer_probe(pipeline.get_by_name(pipelines.PAYLOADER_ELEMENT), "sink", self._on_frame)
         media.connect("handle-message", self._on_media_message)
         media.connect("unprepared", self._on_media_unprepared)
