@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=float, default=60.0, help="seconds of each CPU window (60)")
     parser.add_argument("--kills", type=int, default=10, help="kills without and with abuse (10 each)")
     parser.add_argument("--settle", type=float, default=10.0, help="seconds up before each kill (10)")
-    parser.add_argument("--short", action="store_true", help="5 s windows, 2 kills: a smoke run")
+    parser.add_argument("--short", action="store_true", help="3 s windows, 2 kills: a smoke run")
     add_stack_options(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = Plan(
         width=args.width, height=args.height, kills=kill_order(kills, Plan.seed), restart_delay_s=None
     )
-    window = 5.0 if args.short else args.window
+    window = 3.0 if args.short else args.window
     results = run(plan, window, args.settle, args.out, args.workdir, args.echo)
     return finish(results, markdown(results), args.out, "operations.json, operations.md")
 

@@ -124,8 +124,9 @@ def tiny_disk(workdir: Path) -> Iterator[Path]:
 
 
 def test_recording_never_stops_on_a_disk_it_fills_several_times(env, start, tiny_disk: Path):
-    # 1 Mbit/s: a chunk is ~0.7 MiB; retention keeps 1.5 MiB (≥ twice the pause reserve) free.
-    env.update(RECORD_BITRATE="1000000", RECORD_MIN_FREE="1.5M", ENABLE_RTSP="0")
+    # 1.5 Mbit/s: a chunk is ~1 MiB; retention keeps 1.5 MiB (≥ twice the pause reserve) free,
+    # which leaves room for one finished chunk beside the open one.
+    env.update(RECORD_BITRATE="1500000", RECORD_MIN_FREE="1.5M", ENABLE_RTSP="0")
     user_file = tiny_disk / "flight-plan.txt"
     user_file.write_text("mine\n")
     min_free = int(1.5 * (1 << 20))
@@ -144,11 +145,11 @@ def test_recording_never_stops_on_a_disk_it_fills_several_times(env, start, tiny
     drone.wait_for("stack is up")
     links = LinkWatch(tiny_disk).start()
     lowest_free = shutil.disk_usage(tiny_disk).total
-    # The run under test: until the disk was filled twice over and a tenth chunk opened
-    # (about a minute at this rate), free space sampled all along.
+    # The run under test: until the disk was filled twice over and a sixth chunk opened
+    # (some 45 s at this rate), free space sampled all along.
     deadline = time.monotonic() + 150
     try:
-        while recorded_mib() < 2 * disk_mib or newest_chunk_index() < 10:
+        while recorded_mib() < 2 * disk_mib or newest_chunk_index() < 5:
             progress = f"{recorded_mib():.1f} MiB recorded, newest chunk {newest_chunk_index()}"
             assert time.monotonic() < deadline, progress
             drone.check_running()
@@ -170,7 +171,7 @@ def test_recording_never_stops_on_a_disk_it_fills_several_times(env, start, tiny
     (session,) = layout.sessions(tiny_disk)
     chunks = sorted(session.glob("video_*.mp4"))
     assert int(re.search(r"(\d+)", chunks[0].name).group(1)) > 0, "old chunks were never deleted"
-    assert int(re.search(r"(\d+)", chunks[-1].name).group(1)) >= 9, "recording did not go on"
+    assert int(re.search(r"(\d+)", chunks[-1].name).group(1)) >= 5, "recording did not go on"
     for chunk in chunks:  # the newest are there and play
         assert decodes_cleanly(chunk) == "", chunk
         assert video_info(chunk)[3] > 0
