@@ -72,6 +72,15 @@ class Settings:
         "`test-stamped` for the synthetic camera with each frame's capture time in its pixels (for the "
         "latency probe, see `bench/`).",
     )
+    camera_wait_s: float = setting(
+        "CAMERA_WAIT_S",
+        "10",
+        parsers.seconds(0, 14),
+        "V4L2 camera: how long a feeder started without its device node (unplugged) waits for it, "
+        "looking every 0.1 s, before it fails and the controller retries after a pause; a replugged "
+        "camera (by path, or by its `/dev/v4l/by-id/...` name) is opened as soon as it is back. 0–14 s "
+        "(the controller gives a worker 15 s to be ready).",
+    )
     camera_unplug_file: Path | None = setting(
         "CAMERA_UNPLUG_FILE",
         "",

@@ -24,6 +24,12 @@ RECORD_CHUNK_S = 5.5
 RECORD_FRAGMENT_MS = 500
 # Encoded video the recorder may buffer while the disk is slow, before its raw input leaks.
 RECORD_WRITE_BUFFER_NS = 3_000_000_000
+# x264 for the recording: no scene-cut keyframes (chunk lengths stay exact), and no frame delay
+# (with bframes=0 and sliced threads): a forced keyframe requested while the encoder still holds
+# frames for an earlier one is lost in GStreamer 1.22, and with a camera delivering half its rate
+# (low light) GOPs of 0.5 s are 7 frames, fewer than superfast's look-ahead: the keyframes then
+# came only every key-int-max frames and chunks were 4 s, not 5.5 s.
+RECORD_X264_OPTIONS = "scenecut=0:rc-lookahead=0:sync-lookahead=0"
 # Raw frames the recorder's encoder branch buffers in front of x264 (taken from the shm area).
 RECORD_RAW_QUEUE_FRAMES = 6
 
@@ -222,7 +228,7 @@ def recorder(
             f"{_leaky_queue(VIDEO_QUEUE_ELEMENT, RECORD_RAW_QUEUE_FRAMES)} "
             f"! x264enc name={VIDEO_ENCODER_ELEMENT} speed-preset=superfast "
             f"bitrate={s.record_bitrate // 1000} key-int-max={record_encoder_key_int_max(s.video_fps)} "
-            "option-string=scenecut=0 "
+            f"bframes=0 sliced-threads=true option-string={RECORD_X264_OPTIONS} "
             "! h264parse "
             f"! queue name=video_write_queue max-size-time={RECORD_WRITE_BUFFER_NS} max-size-bytes=0 "
             "max-size-buffers=0 "
