@@ -21,12 +21,25 @@ from streamer.config.loading import (
 )
 from streamer.config.parsers import STAMPED_SYNTHETIC_CAMERA, SYNTHETIC_CAMERA
 from streamer.config.redaction import REDACTED, is_secret_variable, redact
-from streamer.config.settings import PRIVATE_UMASK, RESTART_SCOPES, RTSP_AUTH_METHODS, Settings
+from streamer.config.settings import (
+    ENCODER_AUTO,
+    ENCODER_KINDS,
+    ENCODERS,
+    PRIVATE_UMASK,
+    RECORD_SOURCES,
+    RESTART_SCOPES,
+    RTSP_AUTH_METHODS,
+    Settings,
+)
 
 __all__ = [
+    "ENCODERS",
+    "ENCODER_AUTO",
+    "ENCODER_KINDS",
     "EXIT_CONFIG",
     "OWN_PREFIXES",
     "PRIVATE_UMASK",
+    "RECORD_SOURCES",
     "REDACTED",
     "RESTART_SCOPES",
     "RTSP_AUTH_METHODS",

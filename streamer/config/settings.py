@@ -22,6 +22,13 @@ from streamer.config import parsers
 
 RTSP_AUTH_METHODS = ("digest", "basic")
 RESTART_SCOPES = ("stack", "worker")
+# The H.264 encoders (streamer.media.encoders.EncoderKind, which config may not import: a test
+# keeps the two equal), and ENCODER's values.
+ENCODER_KINDS = ("x264", "openh264", "v4l2", "nvv4l2", "va", "vaapi")
+ENCODER_AUTO = "auto"
+ENCODERS = (ENCODER_AUTO, *ENCODER_KINDS)
+# What the recorder records: its own encode of the frames, or the stream encoder's output.
+RECORD_SOURCES = ("own", "stream")
 # Files and folders the stack creates are never writable by others, nor readable by the world
 # (recordings, lock files): set by every worker and by the controller before anything is made.
 PRIVATE_UMASK = 0o027
@@ -99,6 +106,25 @@ class Settings:
         "4000000",
         parsers.int_range(10_000, 100_000_000),
         "Recorded video bitrate in bit/s (its own encoder), 10000–100000000. 4 Mbit/s ≈ 1.8 GB per hour.",
+    )
+    encoder: str = setting(
+        "ENCODER",
+        "auto",
+        parsers.choice(ENCODERS),
+        "H.264 encoder of the stream and the recording: `auto` (the board's hardware encoder when it "
+        "exists and passes a short self-test at start, else `x264`), `x264`, `openh264`, `v4l2` "
+        "(`v4l2h264enc`: Raspberry Pi 4, other V4L2 M2M encoders), `nvv4l2` (`nvv4l2h264enc`: Jetson), "
+        "`va` / `vaapi` (`vah264enc` / `vaapih264enc`: Intel, AMD). A requested encoder this machine "
+        "lacks, or one that fails its self-test, stops the start (exit status 2) naming the ones it has.",
+    )
+    record_source: str = setting(
+        "RECORD_SOURCE",
+        "own",
+        parsers.choice(RECORD_SOURCES),
+        "`own`: the recorder encodes the frames itself (`RECORD_BITRATE`). `stream`: it records the "
+        "stream encoder's output instead, one encode for both (the recording then has `VIDEO_BITRATE` "
+        "and depends on the RTSP worker, whose encoder runs whether or not anyone watches); needs "
+        "`ENABLE_RTSP=1`.",
     )
     record_min_free: tuple[int, float] = setting(
         "RECORD_MIN_FREE",
