@@ -388,6 +388,7 @@ class Recorder:
 
     def run(self) -> int:
         signals = gst.on_stop_signals(self._stop, self.log)
+        self.log.info("video encoder: %s", pipelines.describe_encoder(self.settings))
         try:
             if not self._wait_for_mount():
                 return EXIT_OK
@@ -441,6 +442,7 @@ class Recorder:
             first_image=layout.next_index(session, "image_") if branches.images and session else 0,
             video=branches.video,
             images=branches.images,
+            gst_version=gst.version(),
         )
         runner = gst.PipelineRunner(
             description, self.log, send_eos=True, eos_timeout_s=self.eos_timeout_s, stop_on_signals=False
@@ -474,7 +476,7 @@ class Recorder:
         # Frames past the leaky queue: with recording on they stop when the disk blocks the writer.
         gst.add_buffer_probe(runner.element(counted), "src", self._on_frame)
         if branches.video:
-            pace_video(runner.element, settings.video_fps)
+            pace_video(runner.element, settings.video_fps, pipelines.encoder_kind(settings))
         # Video recorded on across a change of pipeline that keeps it (images added or dropped)
         # is one recording; stopping it, by the operator or for a full disk, ends it.
         if not branches.video:
@@ -794,12 +796,16 @@ class Recorder:
             self.status.ready()
 
 
-def pace_video(element: Callable[[str], Gst.Element], fps: int) -> None:
-    """The probe in front of the video encoder (``element`` looks one up by name): keyframes
-    are forced by time, so that frames dropped before the encoder do not stretch a GOP and end
-    a chunk one GOP early."""
+def pace_video(
+    element: Callable[[str], Gst.Element], fps: int, kind: str = pipelines.EncoderKind.X264
+) -> None:
+    """The probe in front of the video encoder (``element`` looks one up by name; ``kind``: the
+    encoder it is, ``pipelines.encoder_kind``): keyframes are forced by time, so that frames
+    dropped before the encoder do not stretch a GOP and end a chunk one GOP early."""
     gst.force_keyframes(
-        element(pipelines.VIDEO_ENCODER_ELEMENT), functools.partial(pipelines.record_gop_index, fps=fps)
+        element(pipelines.VIDEO_ENCODER_ELEMENT),
+        functools.partial(pipelines.record_gop_index, fps=fps),
+        kind,
     )
 
 

@@ -23,10 +23,11 @@ from streamer.config.parsers import STAMPED_SYNTHETIC_CAMERA, SYNTHETIC_CAMERA
 from streamer.config.redaction import REDACTED, is_secret_variable, redact
 from streamer.config.settings import (
     ENCODER_AUTO,
+    ENCODER_FALLBACK,
     ENCODER_KINDS,
+    ENCODER_SOFTWARE,
     ENCODERS,
     PRIVATE_UMASK,
-    RECORD_SOURCES,
     RESTART_SCOPES,
     RTSP_AUTH_METHODS,
     Settings,
@@ -35,11 +36,12 @@ from streamer.config.settings import (
 __all__ = [
     "ENCODERS",
     "ENCODER_AUTO",
+    "ENCODER_FALLBACK",
     "ENCODER_KINDS",
+    "ENCODER_SOFTWARE",
     "EXIT_CONFIG",
     "OWN_PREFIXES",
     "PRIVATE_UMASK",
-    "RECORD_SOURCES",
     "REDACTED",
     "RESTART_SCOPES",
     "RTSP_AUTH_METHODS",

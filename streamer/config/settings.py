@@ -23,12 +23,14 @@ from streamer.config import parsers
 RTSP_AUTH_METHODS = ("digest", "basic")
 RESTART_SCOPES = ("stack", "worker")
 # The H.264 encoders (streamer.media.encoders.EncoderKind, which config may not import: a test
-# keeps the two equal), and ENCODER's values.
+# keeps the two equal), and ENCODER's values. The software ones (no driver, no device), and the
+# one ``auto`` falls back to, also after a hardware encoder stalled again and again (the
+# controller's ``EncoderFallback``): tests keep these equal to the encoders' specs too.
 ENCODER_KINDS = ("x264", "openh264", "v4l2", "nvv4l2", "va", "vaapi")
 ENCODER_AUTO = "auto"
 ENCODERS = (ENCODER_AUTO, *ENCODER_KINDS)
-# What the recorder records: its own encode of the frames, or the stream encoder's output.
-RECORD_SOURCES = ("own", "stream")
+ENCODER_SOFTWARE = ("x264", "openh264")
+ENCODER_FALLBACK = "x264"
 # Files and folders the stack creates are never writable by others, nor readable by the world
 # (recordings, lock files): set by every worker and by the controller before anything is made.
 PRIVATE_UMASK = 0o027
@@ -115,16 +117,8 @@ class Settings:
         "exists and passes a short self-test at start, else `x264`), `x264`, `openh264`, `v4l2` "
         "(`v4l2h264enc`: Raspberry Pi 4, other V4L2 M2M encoders), `nvv4l2` (`nvv4l2h264enc`: Jetson), "
         "`va` / `vaapi` (`vah264enc` / `vaapih264enc`: Intel, AMD). A requested encoder this machine "
-        "lacks, or one that fails its self-test, stops the start (exit status 2) naming the ones it has.",
-    )
-    record_source: str = setting(
-        "RECORD_SOURCE",
-        "own",
-        parsers.choice(RECORD_SOURCES),
-        "`own`: the recorder encodes the frames itself (`RECORD_BITRATE`). `stream`: it records the "
-        "stream encoder's output instead, one encode for both (the recording then has `VIDEO_BITRATE` "
-        "and depends on the RTSP worker, whose encoder runs whether or not anyone watches); needs "
-        "`ENABLE_RTSP=1`.",
+        "lacks, or one that fails its self-test, stops the start (exit status 2) naming the ones it has. "
+        "None of the hardware encoders has been run on real hardware yet: see [Encoders](docs/encoders.md).",
     )
     record_min_free: tuple[int, float] = setting(
         "RECORD_MIN_FREE",

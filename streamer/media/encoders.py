@@ -93,9 +93,14 @@ class EncoderSpec:
     # The GStreamer version (major, minor) from which a forced keyframe comes out as an IDR frame;
     # None: never (the element ignores the request).
     forced_idr_since: tuple[int, int] | None
+    # A hardware encoder (a driver, a device): what the fallback after repeated stalls leaves.
+    hardware: bool
     # (name, bitrate in bit/s, keyframe interval in frames, purpose) -> the element with its
     # properties (and any caps that must follow it).
     element: Callable[[str, int, int, Purpose], str] = field(repr=False, compare=False)
+    # The element's own action signal that makes its next frame an IDR, for an encoder that
+    # ignores GstForceKeyUnit (``gst.force_keyframe`` emits it instead of sending the event).
+    keyframe_signal: str | None = None
 
 
 def _kbit(bitrate_bps: int) -> int:
@@ -214,6 +219,7 @@ ENCODERS: dict[EncoderKind, EncoderSpec] = {
         sps_pps="h264parse config-interval=-1 (the stream); x264 writes them with every IDR",
         force_key_unit=f"{_VIDEO_ENCODER}; x264enc encodes it as an IDR frame (gstx264enc.c)",
         forced_idr_since=(1, 0),
+        hardware=False,
         element=_x264,
     ),
     EncoderKind.OPENH264: EncoderSpec(
@@ -230,6 +236,7 @@ ENCODERS: dict[EncoderKind, EncoderSpec] = {
         sps_pps="h264parse config-interval=-1 (not checked whether OpenH264 repeats them itself)",
         force_key_unit=f"{_VIDEO_ENCODER}; openh264enc calls ForceIntraFrame (an IDR) (gstopenh264enc.cpp)",
         forced_idr_since=(1, 0),
+        hardware=False,
         element=_openh264,
     ),
     EncoderKind.V4L2: EncoderSpec(
@@ -249,6 +256,7 @@ ENCODERS: dict[EncoderKind, EncoderSpec] = {
         "(V4L2_CID_MPEG_VIDEO_FORCE_KEY_FRAME) only from GStreamer 1.24 (commit 8dd51501, "
         "May 2023): on 1.22 (Debian bookworm, Raspberry Pi OS bookworm) it is ignored",
         forced_idr_since=(1, 24),
+        hardware=True,
         element=_v4l2,
     ),
     EncoderKind.NVV4L2: EncoderSpec(
@@ -267,7 +275,11 @@ ENCODERS: dict[EncoderKind, EncoderSpec] = {
         "force-keyframe flag: a GstForceKeyUnit event is ignored. It has an action signal, "
         "force-IDR, instead (emit it on the element)",
         forced_idr_since=None,
+        hardware=True,
         element=_nvv4l2,
+        # NVIDIA's gstv4l2videoenc.c registers it (G_SIGNAL_ACTION, no arguments); Jetson users'
+        # pipelines emit it by name (``encoder.emit("force-IDR")``).
+        keyframe_signal="force-IDR",
     ),
     EncoderKind.VA: EncoderSpec(
         kind=EncoderKind.VA,
@@ -285,6 +297,7 @@ ENCODERS: dict[EncoderKind, EncoderSpec] = {
         "IDR (not a sync point: splitmuxsink cannot split there); an IDR from 1.26 (commit "
         "ea015bea, April 2024)",
         forced_idr_since=(1, 26),
+        hardware=True,
         element=_va,
     ),
     EncoderKind.VAAPI: EncoderSpec(
@@ -303,6 +316,7 @@ ENCODERS: dict[EncoderKind, EncoderSpec] = {
         force_key_unit=f"{_VIDEO_ENCODER}; vaapih264enc makes it an IDR frame "
         "(gstvaapiencoder_h264.c, set_key_frame)",
         forced_idr_since=(1, 0),
+        hardware=True,
         element=_vaapi,
     ),
 }
@@ -326,6 +340,18 @@ def honours_forced_keyframes(kind: EncoderKind | str, gst_version: tuple[int, in
     (major, minor): what the stream's instant join and the recording's timed GOPs rely on."""
     since = ENCODERS[EncoderKind(kind)].forced_idr_since
     return since is not None and tuple(gst_version) >= since
+
+
+def keyframe_signal(kind: EncoderKind | str) -> str | None:
+    """How a keyframe is asked of ``kind``'s encoder: None to send it a GstForceKeyUnit event
+    (every GstVideoEncoder's way), else the name of the element's own action signal to emit
+    (nvv4l2h264enc ignores the event: its ``force-IDR`` signal). The pure half of
+    ``gst.force_keyframe``."""
+    return ENCODERS[EncoderKind(kind)].keyframe_signal
+
+
+def is_hardware(kind: EncoderKind | str) -> bool:
+    return ENCODERS[EncoderKind(kind)].hardware
 
 
 def record_keyframe_interval(kind: EncoderKind | str, gop_frames: int, gst_version: tuple[int, int]) -> int:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from streamer.config import Settings
 from streamer.config.parsers import PublishDestination
-from streamer.media import camera, capture_time
+from streamer.media import camera, capture_time, encoders
 from streamer.media.camera import raw_caps
+from streamer.media.encoders import EncoderKind, Purpose
 from streamer.storage import layout
 
 # The shared-memory area must hold every frame a reader may still reference: a queue plus an
@@ -24,7 +25,8 @@ RECORD_CHUNK_S = 5.5
 RECORD_FRAGMENT_MS = 500
 # Encoded video the recorder may buffer while the disk is slow, before its raw input leaks.
 RECORD_WRITE_BUFFER_NS = 3_000_000_000
-# Raw frames the recorder's encoder branch buffers in front of x264 (taken from the shm area).
+# Raw frames the recorder's encoder branch buffers in front of its encoder (taken from the shm
+# area).
 RECORD_RAW_QUEUE_FRAMES = 6
 
 # RTSP: the stream's keyframe interval, and the frames queued in front of its encoder (one:
@@ -52,6 +54,30 @@ PAYLOADER_ELEMENT = "pay0"  # the name gst-rtsp-server looks for
 IMAGE_SINK_ELEMENT = "snapshots"
 FRAME_QUEUE_ELEMENT = "frame_queue"
 FRAME_SINK_ELEMENT = "latest_frame"
+
+
+# The oldest GStreamer the stack runs on (doctor checks it): what a description assumes when it
+# is not told the version the worker runs (``recorder``'s ``gst_version``).
+OLDEST_GSTREAMER = (1, 22)
+
+
+def encoder_kind(s: Settings) -> EncoderKind:
+    """The H.264 encoder of the stream and the recording. Under the controller, ENCODER is
+    always a kind: the controller runs the encoder check before the stack starts and gives the
+    workers its choice (``ENCODER=<kind>`` in their environment), so ``auto`` never reaches a
+    pipeline there. A worker run on its own with ``ENCODER=auto``, and a description built
+    from the bare settings (tests, bench), get x264, the fallback, as before encoders could be
+    chosen; ``python -m streamer.media.encoder_check`` says what ``auto`` would pick."""
+    return encoders.FALLBACK if s.encoder == encoders.AUTO else EncoderKind(s.encoder)
+
+
+def describe_encoder(s: Settings) -> str:
+    """``encoder_kind`` for a worker's log: ``x264``, or ``x264 (ENCODER=auto outside the
+    controller: the fallback)``."""
+    kind = encoder_kind(s)
+    return (
+        f"{kind} (ENCODER=auto outside the controller: the fallback)" if s.encoder == encoders.AUTO else kind
+    )
 
 
 def shm_frame_bytes(s: Settings) -> int:
@@ -166,12 +192,19 @@ def record_max_chunk_ns(fps: int) -> int:
     return gops * record_gop_ns(fps) + record_gop_ns(fps) // 2
 
 
-def record_encoder_key_int_max(fps: int) -> int:
-    """x264's own keyframe interval, in frames: twice a GOP. The forced keyframes come a GOP's
-    time apart, which holds a GOP of frames or fewer (when frames are dropped), so x264 adds
-    none of its own; should forcing fail, GOPs still stay bounded."""
+def record_encoder_key_int_max(
+    fps: int, kind: EncoderKind | str = EncoderKind.X264, gst_version: tuple[int, int] = OLDEST_GSTREAMER
+) -> int:
+    """The recording encoder's own keyframe interval, in frames. Where forced keyframes give
+    IDR frames (x264, openh264, ...: ``encoders.honours_forced_keyframes``), twice a GOP: the
+    forced keyframes come a GOP's time apart, which holds a GOP of frames or fewer (when frames
+    are dropped), so the encoder adds none of its own; should forcing fail, GOPs still stay
+    bounded. Where they do not (v4l2h264enc before 1.24, nvv4l2h264enc: its ``force-IDR``
+    signal is emitted instead but its timing is not checked here, vah264enc before 1.26), the
+    GOP itself, so chunks can still split near their length
+    (``encoders.record_keyframe_interval``)."""
     gop, _ = record_keyframes(fps)
-    return 2 * gop
+    return encoders.record_keyframe_interval(kind, gop, gst_version)
 
 
 def recorder(
@@ -182,6 +215,7 @@ def recorder(
     *,
     video: bool | None = None,
     images: bool | None = None,
+    gst_version: tuple[int, int] = OLDEST_GSTREAMER,
 ) -> str:
     """Recorder socket → the latest frame, for snapshots on demand, and H.264 MP4 chunks and/or
     one JPEG per second into ``session_dir`` (``video`` / ``images``: which of these to record,
@@ -192,14 +226,16 @@ def recorder(
     not hold end-of-stream back for a frame nobody pulled). The recording branches hang off
     the tee by name after it.
 
-    Video: x264 with keyframes at fixed times (GOPs of ``record_gop_ns``, chosen by
-    ``record_keyframes`` so that whole GOPs make up a 5.5 s chunk), forced by the recorder
-    from the frames' timestamps (``gst.force_keyframes``), not counted in frames: frames the
-    leaky queue drops would otherwise stretch the GOPs and end a chunk one GOP early. x264's
-    own interval (``record_encoder_key_int_max``) is only a backstop, and it adds no scene-cut
-    keyframes. splitmuxsink measures each chunk from its own first frame. (Its
-    ``send-keyframe-requests`` aims at running time from 0, which cuts the first chunk of a
-    live source short.)
+    Video: the encoder ``encoder_kind`` names (x264 by default; its recording settings:
+    ``encoders.encoder_chain`` with ``Purpose.RECORD``) with keyframes at fixed times (GOPs of
+    ``record_gop_ns``, chosen by ``record_keyframes`` so that whole GOPs make up a 5.5 s
+    chunk), forced by the recorder from the frames' timestamps (``gst.force_keyframes``), not
+    counted in frames: frames the leaky queue drops would otherwise stretch the GOPs and end a
+    chunk one GOP early. The encoder's own interval (``record_encoder_key_int_max``, for the
+    GStreamer ``gst_version`` the recorder runs on) is only a backstop where forced keyframes
+    work, and it adds no scene-cut keyframes. splitmuxsink measures each chunk from its own
+    first frame. (Its ``send-keyframe-requests`` aims at running time from 0, which cuts the
+    first chunk of a live source short.)
 
     The muxer writes fragmented MP4, index first, and finalises it into a plain MP4 on EOS: a
     chunk cut short by SIGKILL still plays up to its last 0.5 s fragment. The file sink is
@@ -220,9 +256,7 @@ def recorder(
     if video:
         branches.append(
             f"{_leaky_queue(VIDEO_QUEUE_ELEMENT, RECORD_RAW_QUEUE_FRAMES)} "
-            f"! x264enc name={VIDEO_ENCODER_ELEMENT} speed-preset=superfast "
-            f"bitrate={s.record_bitrate // 1000} key-int-max={record_encoder_key_int_max(s.video_fps)} "
-            "option-string=scenecut=0 "
+            f"! {record_encoder(s, gst_version)} "
             "! h264parse "
             f"! queue name=video_write_queue max-size-time={RECORD_WRITE_BUFFER_NS} max-size-bytes=0 "
             "max-size-buffers=0 "
@@ -249,20 +283,46 @@ def recorder(
     )
 
 
+def record_encoder(s: Settings, gst_version: tuple[int, int] = OLDEST_GSTREAMER) -> str:
+    """The recording's encoder chain (``VIDEO_ENCODER_ELEMENT``): ``encoder_kind``'s element
+    at RECORD_BITRATE, for quality per bit. x264: ``x264enc speed-preset=superfast bitrate=…
+    key-int-max=… option-string=scenecut=0``."""
+    return encoders.encoder_chain(
+        encoder_kind(s),
+        name=VIDEO_ENCODER_ELEMENT,
+        bitrate_bps=s.record_bitrate,
+        keyframe_interval=record_encoder_key_int_max(s.video_fps, encoder_kind(s), gst_version),
+        purpose=Purpose.RECORD,
+    )
+
+
+def stream_encoder(s: Settings) -> str:
+    """The stream's encoder chain (``STREAM_ENCODER_ELEMENT``): ``encoder_kind``'s element at
+    VIDEO_BITRATE, for low latency, a keyframe every STREAM_KEYFRAME_INTERVAL_S. x264:
+    ``x264enc tune=zerolatency speed-preset=ultrafast bframes=0 key-int-max=… bitrate=…``
+    (kbit/s; the settings are in bit/s: ``encoders`` converts for each element)."""
+    return encoders.encoder_chain(
+        encoder_kind(s),
+        name=STREAM_ENCODER_ELEMENT,
+        bitrate_bps=s.video_bitrate,
+        keyframe_interval=s.video_fps * STREAM_KEYFRAME_INTERVAL_S,
+        purpose=Purpose.STREAM,
+    )
+
+
 def rtsp_media(s: Settings) -> str:
     """Stream socket → low-latency H.264 → RTP, the media of the shared RTSP factory.
 
-    zerolatency: no look-ahead, no frame threads, no B-frames (x264's delay is zero frames).
-    A keyframe every second, and on demand for each new viewer (forced from the worker);
-    h264parse puts SPS/PPS in front of every IDR so a viewer can start decoding at any
-    keyframe, and the payloader sends them with the IDR in one packet (STAP-A) without waiting.
-    ``bitrate`` is in kbit/s; VIDEO_BITRATE is in bit/s.
+    The encoder (``stream_encoder``; x264 by default): no look-ahead, no B-frames (x264's
+    zerolatency: its delay is zero frames). A keyframe every second, and on demand for each
+    new viewer (forced from the worker, ``gst.force_keyframe``); h264parse puts SPS/PPS in
+    front of every IDR so a viewer can start decoding at any keyframe, and the payloader sends
+    them with the IDR in one packet (STAP-A) without waiting.
     """
     return (
         f"{shm_reader_source(s, s.shm_stream_socket)} "
         f"! {_leaky_queue(STREAM_QUEUE_ELEMENT, STREAM_QUEUE_FRAMES)} "
-        f"! x264enc name={STREAM_ENCODER_ELEMENT} tune=zerolatency speed-preset=ultrafast bframes=0 "
-        f"key-int-max={s.video_fps * STREAM_KEYFRAME_INTERVAL_S} bitrate={max(1, s.video_bitrate // 1000)} "
+        f"! {stream_encoder(s)} "
         "! h264parse config-interval=-1 "
         f"! rtph264pay name={PAYLOADER_ELEMENT} pt={RTP_PAYLOAD_TYPE} aggregate-mode=zero-latency"
     )
