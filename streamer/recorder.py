@@ -40,7 +40,7 @@ recorded began (``recording_since``, Unix time): video recorded on while images 
 dropped is one recording; stopping it, by the operator or for a full disk, ends it.
 
 Threads: the command server's thread never touches the pipeline or the counters. It hands each
-command to the GLib main loop (``GLib.idle_add``) and waits for the answer; only the snapshot's
+command to the GLib main loop (``gst.in_main_loop``) and waits for the answer; only the snapshot's
 JPEG encoding and file write run in the command thread, so that neither the main loop nor the
 streaming threads ever wait on them.
 
@@ -196,7 +196,7 @@ def _settle(future: Future[T], work: Callable[[], T]) -> None:
 class MainLoopCalls:
     """Runs work on the GLib main loop for another thread, which waits for the result.
 
-    ``call(work)`` schedules ``work(future)`` with ``GLib.idle_add``: the work settles the
+    ``call(work)`` schedules ``work(future)`` with ``gst.in_main_loop``: the work settles the
     future there and then, or later (a change of pipeline answers once the new one runs).
     Once closed (the recorder is stopping), waiting calls fail, and new ones at once.
     """
@@ -213,15 +213,14 @@ class MainLoopCalls:
                 raise CommandFailed("the recorder is stopping")
             self._pending.add(future)
 
-        def run() -> bool:
+        def run() -> None:
             try:
                 work(future)
             except Exception as err:
                 with contextlib.suppress(InvalidStateError):
                     future.set_exception(err)
-            return GLib.SOURCE_REMOVE
 
-        GLib.idle_add(run)
+        gst.in_main_loop(run)
         try:
             return future.result(timeout_s)
         except TimeoutError:

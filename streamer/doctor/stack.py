@@ -28,17 +28,9 @@ def running(s: Settings) -> StackState | None:
         current = state.read(state.state_file(s.shm_recorder_socket + ".lock"))
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if current is None or not _alive(current.controller_pid):
+    if current is None or not state.controller_alive(current.controller_pid):
         return None
     return current
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def processes(current: StackState | None) -> dict[int, str]:

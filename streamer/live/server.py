@@ -113,18 +113,17 @@ class LiveServer:
             if not answer.done():
                 answer.set_result(result)
 
-        def run() -> bool:
+        def run() -> None:
             try:
                 start(reply)
             except Exception as err:  # a bug must not leave the command waiting
                 self.log.exception("command failed")
                 reply({"ok": False, "error": f"internal error: {err}"})
-            return GLib.SOURCE_REMOVE
 
         with self._lock:
             if self._stopping:
                 return refusal("the live worker is stopping", STOPPING)
-            GLib.idle_add(run)
+            gst.in_main_loop(run)
         try:
             return answer.result(timeout_s)
         except FutureTimeout:

@@ -120,7 +120,7 @@ class Session:
     def _count_frame(self, _buffer: Gst.Buffer) -> None:  # streaming thread
         self.frames += 1
         if self.frames == 1:
-            gst.GLib.idle_add(self._first_frame)
+            gst.in_main_loop(self._first_frame)
 
     def _count_received(self, _buffer: Gst.Buffer) -> None:  # streaming thread
         self.received += 1
@@ -139,6 +139,8 @@ class Session:
 
     def _stream_missing(self) -> bool:
         self._timer = None
+        if self.frames:  # it came, and the hand-over from the streaming thread is still queued
+            return self._first_frame()
         self._refuse(f"no video from the RTSP stream within {STREAM_WAIT_S:g} s", NO_STREAM)
         return GLib.SOURCE_REMOVE
 

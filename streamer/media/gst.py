@@ -506,14 +506,17 @@ def webrtc_missing() -> str | None:
     return ", ".join(missing) or None
 
 
-def _in_main_loop(callback: Callable[..., object], *args: object) -> None:
-    """Run ``callback(*args)`` once from the main loop (webrtcbin calls back from its threads)."""
+def in_main_loop(callback: Callable[..., object], *args: object) -> None:
+    """Run ``callback(*args)`` once from the main loop, handed over from another thread (a
+    streaming thread, webrtcbin's, a socket's). At the default priority, that of the timers that
+    guard such hand-overs with a deadline: at idle priority a busy loop on a loaded machine runs
+    every timer first, and a deadline fired with its answer still waiting in the queue."""
 
     def once() -> bool:
         callback(*args)
         return GLib.SOURCE_REMOVE
 
-    GLib.idle_add(once)
+    GLib.idle_add(once, priority=GLib.PRIORITY_DEFAULT)
 
 
 def _promise_error(reply: Gst.Structure | None) -> str | None:
@@ -533,7 +536,7 @@ def _promise(callback: Callable[[Gst.Structure | None], None]) -> Gst.Promise:
     webrtcbin's thread crashes PyGObject.)"""
 
     def changed(promise: Gst.Promise) -> None:
-        _in_main_loop(lambda: callback(promise.get_reply()))
+        in_main_loop(lambda: callback(promise.get_reply()))
 
     return Gst.Promise.new_with_change_func(changed)
 
@@ -594,7 +597,7 @@ def answer_offer(
             finish(None, f"cannot set the answer: {error}")
             return
         pending["watch"] = webrtc.connect(
-            "notify::ice-gathering-state", lambda *_: _in_main_loop(lambda: pending["finished"] or gathered())
+            "notify::ice-gathering-state", lambda *_: in_main_loop(lambda: pending["finished"] or gathered())
         )
         pending["timer"] = GLib.timeout_add(max(1, round(gather_timeout_s * 1000)), gathering_too_long)
         gathered()
@@ -650,7 +653,7 @@ def watch_webrtc_state(webrtc: Gst.Element, prop: str, callback: Callable[[str],
     _webrtc_bindings()  # the enums' types
 
     def changed(element: Gst.Element, _spec: object) -> None:
-        _in_main_loop(callback, element.get_property(prop).value_nick)
+        in_main_loop(callback, element.get_property(prop).value_nick)
 
     return webrtc.connect(f"notify::{prop}", changed)
 
