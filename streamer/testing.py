@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import re
 import signal
 import socket
@@ -53,10 +54,42 @@ def wait_until(condition: Callable[[], T], timeout: float, what: str, interval: 
     return result
 
 
+# Ports for the servers tests start: below the kernel's ephemeral range, which it hands out to
+# every client connection. A port taken from that range (bind to port 0, then close) can become
+# some client's local port before the server binds it: beside another test run, "RTSP port …
+# is in use by another process" (seen once in 30 loaded runs).
+SERVER_PORTS_FROM = 10_000
+_handed_out: set[int] = set()  # never the same port twice in one run (two servers of one test)
+
+
+def _ephemeral_ports_from() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768  # Linux's default
+
+
+def _bindable(port: int, kind: socket.SocketKind) -> bool:
+    with socket.socket(socket.AF_INET, kind) as probe:
+        try:
+            probe.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+        return True
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A TCP and UDP port nothing holds on any address, for a server a test starts: random,
+    below the ephemeral range (``SERVER_PORTS_FROM``)."""
+    upper = max(SERVER_PORTS_FROM + 1_000, _ephemeral_ports_from())
+    for _ in range(1_000):
+        port = random.randrange(SERVER_PORTS_FROM, upper)
+        if port in _handed_out:
+            continue
+        if _bindable(port, socket.SOCK_STREAM) and _bindable(port, socket.SOCK_DGRAM):
+            _handed_out.add(port)
+            return port
+    raise RuntimeError(f"no free port between {SERVER_PORTS_FROM} and {upper}")
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

@@ -93,6 +93,7 @@ BAD = [
     ("RESTART_DELAY_MIN_S", "nan", "number of seconds"),
     ("RESTART_DELAY_MAX_S", "0.1", "must not be below RESTART_DELAY_MIN_S"),
     ("STOP_GRACE_S", "-1", "number of seconds"),
+    ("STALL_FEEDER_S", "1", "number of seconds from 2 to 600"),  # shorter than two progress reports
     ("RECORD_MIN_FREE", "lots", "a percentage of the disk from 0 to 90 (e.g. 5%) or a size like 2G"),
     ("RECORD_MIN_FREE", "95%", "a percentage of the disk from 0 to 90"),
     ("RECORD_MAX_AGE", "-3h", "a duration like 7d, 12h, 30m, 90s"),

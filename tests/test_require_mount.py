@@ -65,7 +65,7 @@ def test_require_mount_under_the_controller_is_ready_idle_and_stops_promptly(wor
     """Waiting for the disk is the recorder's job then: the stack comes up (stream running),
     the watchdog leaves it alone well past its stall limit, and SIGTERM ends it at once."""
     require_root_file_system(workdir)
-    env.update(RECORD_REQUIRE_MOUNT="1", STALL_RECORDER_S="1")
+    env.update(RECORD_REQUIRE_MOUNT="1", STALL_RECORDER_S="2")
     drone = start("streamer.drone", env)
     up = drone.wait_up(timeout=30)
     assert up.workers["recorder"].ready_at is not None
@@ -78,7 +78,7 @@ def test_require_mount_under_the_controller_is_ready_idle_and_stops_promptly(wor
             and recorder.progress.get("idle") is True
             and recorder.last_report_at is not None
             and recorder.ready_at is not None
-            and recorder.last_report_at - recorder.ready_at > 3  # three times STALL_RECORDER_S
+            and recorder.last_report_at - recorder.ready_at > 6  # three times STALL_RECORDER_S
         )
 
     state = wait_state(env, idle_past_stall_limit, 20, "the waiting recorder's reports", drone)

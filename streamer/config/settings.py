@@ -31,6 +31,9 @@ ENCODER_AUTO = "auto"
 ENCODERS = (ENCODER_AUTO, *ENCODER_KINDS)
 ENCODER_SOFTWARE = ("x264", "openh264")
 ENCODER_FALLBACK = "x264"
+# Workers report progress once a second: a stall limit spans at least two reports, so a report
+# that comes a moment late is not taken for a stall.
+STALL_MIN_S = 2.0
 # Files and folders the stack creates are never writable by others, nor readable by the world
 # (recordings, lock files): set by every worker and by the controller before anything is made.
 PRIVATE_UMASK = 0o027
@@ -299,20 +302,20 @@ class Settings:
     stall_feeder_s: float = setting(
         "STALL_FEEDER_S",
         "3",
-        parsers.seconds(0.5, 600),
+        parsers.seconds(STALL_MIN_S, 600),
         "The feeder counts as stalled after this long without a frame from the camera, seconds.",
     )
     stall_recorder_s: float = setting(
         "STALL_RECORDER_S",
         "20",
-        parsers.seconds(0.5, 600),
+        parsers.seconds(STALL_MIN_S, 600),
         "The recorder counts as stalled after this long without receiving a frame (a slow disk is allowed "
         "for), seconds.",
     )
     stall_rtsp_s: float = setting(
         "STALL_RTSP_S",
         "5",
-        parsers.seconds(0.5, 600),
+        parsers.seconds(STALL_MIN_S, 600),
         "The RTSP worker counts as stalled after this long with viewers but nothing sent, seconds.",
     )
 
