@@ -31,6 +31,7 @@ ENCODER_AUTO = "auto"
 ENCODERS = (ENCODER_AUTO, *ENCODER_KINDS)
 ENCODER_SOFTWARE = ("x264", "openh264")
 ENCODER_FALLBACK = "x264"
+RECORD_SOURCES = ("own", "stream")
 # Workers report progress once a second: a stall limit spans at least two reports, so a report
 # that comes a moment late is not taken for a stall.
 STALL_MIN_S = 2.0
@@ -110,7 +111,7 @@ class Settings:
         "RECORD_BITRATE",
         "4000000",
         parsers.int_range(10_000, 100_000_000),
-        "Recorded video bitrate in bit/s (its own encoder), 10000–100000000. 4 Mbit/s ≈ 1.8 GB per hour.",
+        "Recorded video bitrate in bit/s (`RECORD_SOURCE=own`), 10000–100000000. 4 Mbit/s ≈ 1.8 GB per hour.",
     )
     encoder: str = setting(
         "ENCODER",
@@ -122,6 +123,15 @@ class Settings:
         "`va` / `vaapi` (`vah264enc` / `vaapih264enc`: Intel, AMD). A requested encoder this machine "
         "lacks, or one that fails its self-test, stops the start (exit status 2) naming the ones it has. "
         "None of the hardware encoders has been run on real hardware yet: see [Encoders](docs/encoders.md).",
+    )
+    record_source: str = setting(
+        "RECORD_SOURCE",
+        "own",
+        parsers.choice(RECORD_SOURCES),
+        "`own`: the recorder encodes the frames itself (`RECORD_BITRATE`). `stream`: it records the "
+        "stream encoder's output instead, one encode for both: the recording then has `VIDEO_BITRATE` and "
+        "the stream's keyframes, and depends on the RTSP worker, whose encoder runs whether or not anyone "
+        "watches; needs `ENABLE_RTSP=1`.",
     )
     record_min_free: tuple[int, float] = setting(
         "RECORD_MIN_FREE",
@@ -325,6 +335,12 @@ class Settings:
         no authentication."""
         own = ((self.rtsp_user, self.rtsp_password),) if self.rtsp_user else ()
         return own + self.rtsp_file_users
+
+    @property
+    def recorded_bitrate(self) -> int:
+        """The recorded video's bitrate, bit/s: RECORD_BITRATE, or VIDEO_BITRATE when the recording
+        is the stream's (RECORD_SOURCE=stream)."""
+        return self.video_bitrate if self.record_source == "stream" else self.record_bitrate
 
     @property
     def frame_bytes(self) -> int:

@@ -114,14 +114,25 @@ class PipelineRunner:
         self.pipeline.send_event(Gst.Event.new_eos())
         self._expect_eos()
 
+    @property
+    def finishing(self) -> bool:
+        """Whether the pipeline is on its way out (told to stop, or finishing after a failure)."""
+        return self._stopping
+
     def finish_after(self, element: Gst.Element) -> None:
         """Finish with EOS when ``element``, a source, has failed and can no longer send it:
         EOS is pushed into whatever follows it, so muxers downstream still finalise."""
+        self.finish_into(element.get_static_pad("src").get_peer(), after=element.get_name())
+
+    def finish_into(self, *pads: Gst.Pad, after: str) -> None:
+        """Finish with EOS pushed into ``pads`` (the sink pads behind sources that failed or
+        ended, ``after`` names them for the log), so muxers downstream still finalise."""
         if self._stopping:
             return
         self._stopping = True
-        self.log.info("finishing: sending end-of-stream after %s", element.get_name())
-        element.get_static_pad("src").get_peer().send_event(Gst.Event.new_eos())
+        self.log.info("finishing: sending end-of-stream after %s", after)
+        for pad in pads:
+            pad.send_event(Gst.Event.new_eos())
         self._expect_eos()
 
     def _expect_eos(self) -> None:
@@ -718,6 +729,25 @@ def count_into(element: Gst.Element, callback: Callable[[int, int], None]) -> Ca
 
     probe_id = pad.add_probe(Gst.PadProbeType.BUFFER | Gst.PadProbeType.BUFFER_LIST, probe)
     return lambda: pad.remove_probe(probe_id)
+
+
+def on_end_of_stream(element: Gst.Element, pad_name: str, callback: Callable[[], None]) -> None:
+    """Call ``callback()`` from the main loop when end-of-stream passes ``element``'s pad (a
+    source of one branch that ended on its own, e.g. an RTSP server that went away)."""
+
+    def probe(_pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
+        if info.get_event().type == Gst.EventType.EOS:
+            in_main_loop(callback)
+        return Gst.PadProbeReturn.OK
+
+    element.get_static_pad(pad_name).add_probe(Gst.PadProbeType.EVENT_DOWNSTREAM, probe)
+
+
+def comes_from(message: Gst.Message, element: Gst.Element) -> bool:
+    """Whether ``message`` was posted by ``element`` or by an element inside it (a bin)."""
+    return message.src is element or (
+        isinstance(message.src, Gst.Object) and message.src.has_as_ancestor(element)
+    )
 
 
 def drop_to_keyframe_after_gap(

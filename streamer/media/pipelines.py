@@ -48,6 +48,8 @@ VIDEO_QUEUE_ELEMENT = "video_queue"
 IMAGE_QUEUE_ELEMENT = "image_queue"
 VIDEO_ENCODER_ELEMENT = "video_encoder"
 VIDEO_SINK_ELEMENT = "video_chunks"
+RECORD_STREAM_SOURCE_ELEMENT = "record_stream"  # RECORD_SOURCE=stream: our RTSP stream, recorded
+RECORD_STREAM_DEPAY_ELEMENT = "record_depay"
 STREAM_QUEUE_ELEMENT = "stream_queue"
 STREAM_ENCODER_ELEMENT = "stream_encoder"
 PAYLOADER_ELEMENT = "pay0"  # the name gst-rtsp-server looks for
@@ -237,13 +239,13 @@ def recorder(
     first frame. (Its ``send-keyframe-requests`` aims at running time from 0, which cuts the
     first chunk of a live source short.)
 
-    The muxer writes fragmented MP4, index first, and finalises it into a plain MP4 on EOS: a
-    chunk cut short by SIGKILL still plays up to its last 0.5 s fragment. The file sink is
-    unbuffered so finished fragments reach the kernel at once. (``muxer`` and ``sink`` are set
-    in the description: setting them later from Python is silently ignored.)
+    The chunks: ``video_chunks`` (fragmented MP4, crash-safe). A leaky queue in front of the
+    encoder drops raw frames while the disk is too slow; encoded frames are never dropped,
+    which would corrupt the stream.
 
-    A leaky queue in front of the encoder drops raw frames while the disk is too slow; encoded
-    frames are never dropped, which would corrupt the stream.
+    RECORD_SOURCE=stream: the video is the stream's, taken from our RTSP server
+    (``record_stream_video``), not encoded here; the tee then feeds only the latest frame and
+    the images.
 
     ``session_dir`` is made by ``streamer.storage`` from the validated SSD_PATH; numbering
     starts at ``first_chunk`` / ``first_image`` (a recording resumed in the same session).
@@ -253,17 +255,17 @@ def recorder(
     if (video or images) and session_dir is None:
         raise ValueError("recording needs a session folder")
     branches = []
-    if video:
+    stream_video = ""
+    if video and records_the_stream(s):
+        stream_video = f" {record_stream_video(s, video_chunks(s, session_dir, first_chunk))}"
+    elif video:
         branches.append(
             f"{_leaky_queue(VIDEO_QUEUE_ELEMENT, RECORD_RAW_QUEUE_FRAMES)} "
             f"! {record_encoder(s, gst_version)} "
             "! h264parse "
             f"! queue name=video_write_queue max-size-time={RECORD_WRITE_BUFFER_NS} max-size-bytes=0 "
             "max-size-buffers=0 "
-            f'! splitmuxsink name={VIDEO_SINK_ELEMENT} location="{session_dir}/{layout.VIDEO_PATTERN}" '
-            f"start-index={first_chunk} max-size-time={record_max_chunk_ns(s.video_fps)} max-size-bytes=0 "
-            f'muxer="mp4mux fragment-duration={RECORD_FRAGMENT_MS} fragment-mode=first-moov-then-finalise" '
-            'sink="filesink buffer-mode=unbuffered"'
+            f"! {video_chunks(s, session_dir, first_chunk)}"
         )
     if images:
         branches.append(
@@ -280,6 +282,61 @@ def recorder(
     return (
         f"{shm_reader_source(s, s.shm_recorder_socket)} ! tee name={RECORDER_TEE_ELEMENT} ! {latest_frame}"
         + "".join(f" {RECORDER_TEE_ELEMENT}. ! {branch}" for branch in branches)
+        + stream_video
+    )
+
+
+def records_the_stream(s: Settings) -> bool:
+    """RECORD_SOURCE=stream: the recording is the stream encoder's output, not its own."""
+    return s.record_source == "stream"
+
+
+def video_chunks(s: Settings, session_dir: str | None, first_chunk: int) -> str:
+    """The chunk writer (``VIDEO_SINK_ELEMENT``) of H.264 that comes through ``h264parse``.
+
+    The muxer writes fragmented MP4, index first, and finalises it into a plain MP4 on EOS: a
+    chunk cut short by SIGKILL still plays up to its last 0.5 s fragment. The file sink is
+    unbuffered so finished fragments reach the kernel at once. (``muxer`` and ``sink`` are set
+    in the description: setting them later from Python is silently ignored.) splitmuxsink
+    splits on keyframes, before the GOP that would take the chunk past its ``max-size-time``.
+    """
+    max_chunk_ns = RECORD_STREAM_CHUNK_NS if records_the_stream(s) else record_max_chunk_ns(s.video_fps)
+    return (
+        f'splitmuxsink name={VIDEO_SINK_ELEMENT} location="{session_dir}/{layout.VIDEO_PATTERN}" '
+        f"start-index={first_chunk} max-size-time={max_chunk_ns} max-size-bytes=0 "
+        f'muxer="mp4mux fragment-duration={RECORD_FRAGMENT_MS} fragment-mode=first-moov-then-finalise" '
+        'sink="filesink buffer-mode=unbuffered"'
+    )
+
+
+# RECORD_SOURCE=stream: a chunk is the stream's whole GOPs (a keyframe every
+# STREAM_KEYFRAME_INTERVAL_S, and one forced for each new viewer) up to RECORD_CHUNK_S.
+RECORD_STREAM_CHUNK_NS = round(RECORD_CHUNK_S * 1_000_000_000)
+
+
+def record_stream_video(s: Settings, chunks: str) -> str:
+    """RECORD_SOURCE=stream: our RTSP stream's H.264, as it is (no decoder, no encoder), into
+    ``chunks``.
+
+    ``rtspsrc`` as the live worker's (TCP, interleaved, ``latency=0``; the RTSP server forces a
+    keyframe for the new client, so the recording starts with one), but with the frames timed
+    by their RTP timestamps alone (``buffer-mode=none``): those are the stream encoder's frame
+    times, the camera's capture times, so the chunks get even frame durations as the recorder's
+    own encoder gives them. A leaky queue holds up to RECORD_WRITE_BUFFER_NS while the disk is
+    slow and then drops the oldest frames, so a stuck disk never holds up the RTSP server; the
+    recorder lets nothing through after a gap up to the next keyframe
+    (``gst.drop_to_keyframe_after_gap``). The credentials of an RTSP server with access
+    control are set on ``RECORD_STREAM_SOURCE_ELEMENT`` as properties.
+    """
+    rtsp_url = live_rtsp_url(s)
+    tls = " tls-validation-flags=0" if rtsp_url.startswith("rtsps://") else ""
+    return (
+        f'rtspsrc name={RECORD_STREAM_SOURCE_ELEMENT} location="{rtsp_url}" protocols=tcp latency=0 '
+        f"buffer-mode=none{tls} "
+        f"! rtph264depay name={RECORD_STREAM_DEPAY_ELEMENT} ! h264parse "
+        f"! queue name={VIDEO_QUEUE_ELEMENT} leaky=downstream max-size-time={RECORD_WRITE_BUFFER_NS} "
+        "max-size-bytes=0 max-size-buffers=0 "
+        f"! {chunks}"
     )
 
 
@@ -337,10 +394,16 @@ LIVE_WEBRTC_ELEMENT = "webrtc"
 LIVE_PAYLOAD_TYPES = (*range(35, 64), *range(96, 128))
 
 
+def local_rtsp_host(s: Settings) -> str:
+    """Where our own RTSP server is reached on this machine: loopback when it listens on every
+    address, else the one address it listens on."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(s.rtsp_bind, s.rtsp_bind)
+
+
 def live_rtsp_url(s: Settings) -> str:
-    """Our own RTSP stream as the live worker reaches it on this machine: loopback when the
-    server listens on every address, else the one address it listens on."""
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(s.rtsp_bind, s.rtsp_bind)
+    """Our own RTSP stream as the live worker, the publisher and the recorder
+    (RECORD_SOURCE=stream) reach it on this machine (``local_rtsp_host``)."""
+    host = local_rtsp_host(s)
     scheme = "rtsps" if s.rtsp_tls else "rtsp"
     return f"{scheme}://{f'[{host}]' if ':' in host else host}:{s.rtsp_port}{s.rtsp_path}"
 
