@@ -311,10 +311,16 @@ def controller_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **settings: 
     return controller
 
 
+def choose_encoder(controller) -> None:
+    """What the controller does at its start: the check, then (once the feeder is up) its answer."""
+    controller._encoder_check = controller._start_encoder_check()
+    controller._choose_encoder()
+
+
 def test_the_controller_gives_the_stack_the_checks_choice(tmp_path, monkeypatch):
     controller = controller_for(tmp_path, monkeypatch, ENCODER="openh264")
     try:
-        controller._choose_encoder()
+        choose_encoder(controller)
         assert controller.encoder is not None and controller.encoder.kind == "openh264"
         assert controller._stack_environment()["ENCODER"] == "openh264"
         published = state.read(controller.published.path)
@@ -335,7 +341,7 @@ def test_the_controller_refuses_a_missing_encoder_before_any_start(tmp_path, mon
     controller = controller_for(tmp_path, monkeypatch, ENCODER="v4l2")
     try:
         with pytest.raises(encoder_choice.EncoderCheckError) as caught:
-            controller._choose_encoder()
+            choose_encoder(controller)
         assert caught.value.config_error
         assert str(caught.value).startswith("ENCODER='v4l2': no v4l2h264enc on this machine (it has: ")
         assert controller.encoder is None

@@ -5,10 +5,10 @@ is ready; every worker is its own process and process group, and every line it l
 under its name. Then it watches them: a worker that exits, or that is alive but stalled (no
 progress report for its stall limit, or no frames while it should have some), has failed.
 
-Before the stack's first start it runs the encoder check (``python -m
-streamer.media.encoder_check``, a child: ``control.encoder_choice``) and gives the stack's workers
-its choice as ``ENCODER=<kind>``: a requested encoder this machine lacks, or that fails its
-self-test, stops the controller with exit status 2. A hardware encoder whose workers keep
+At its start it runs the encoder check (``python -m streamer.media.encoder_check``, a child:
+``control.encoder_choice``) while the feeder starts, and gives the consumers its choice as
+``ENCODER=<kind>``: a requested encoder this machine lacks, or that fails its self-test, stops the
+controller with exit status 2. A hardware encoder whose workers keep
 failing is replaced by x264 from the next start on (``policies.EncoderFallback``).
 
 A failure stops the whole stack (consumers first, so files are finalised; SIGTERM, a grace
@@ -84,6 +84,8 @@ class Controller:
         self._owned_pids: set[int] = set()
         # The encoder check's choice, and the encoder the stack's workers get (set before the
         # stack's first start).
+        self._encoder_check: EncoderCheck | None = None  # while it runs
+        self._encoder_refused: EncoderCheckError | None = None
         self.encoder_choice: EncoderChoice | None = None
         self.encoder: EncoderFallback | None = None
 
@@ -116,7 +118,7 @@ class Controller:
         self.published.start()
         try:
             self._start_services()
-            self._choose_encoder()
+            self._encoder_check = self._start_encoder_check()
             self._keep_running()
         except ConfigurationFailed as err:
             self.log.error("%s: not restarting", err)  # _keep_running has stopped the stack
@@ -125,6 +127,8 @@ class Controller:
             self.log.error("configuration error: %s", err)
             return EXIT_CONFIG
         finally:
+            if self._encoder_check is not None:  # stopped before it answered
+                self._encoder_check.cancel()
             self._stop_services()
             hygiene.forget_recording_wish(self.settings)
             self.published.finish()  # before the lock goes: a new stack may publish at once
@@ -135,26 +139,33 @@ class Controller:
 
     # --- the encoder
 
-    def _choose_encoder(self) -> None:
-        """Run the encoder check (while the services are looked after) and keep its choice for
-        the stack's workers. Raises EncoderCheckError when the settings ask for an encoder this
-        machine cannot give (exit status 2). A check that fails otherwise (crashed, timed out)
-        leaves the requested encoder, or x264 for ``auto``, with a warning."""
-        requested = self.settings.encoder
+    def _start_encoder_check(self) -> EncoderCheck:
+        """Start the encoder check. It runs while the feeder starts (which needs no encoder);
+        every turn of the controller's loops looks for its answer (``_poll_encoder_check``)."""
         check = EncoderCheck(log=logging.getLogger("encoder_check")).start()
-        self.log.info("checking the H.264 encoders (ENCODER=%s, pid %d)", requested, check.pid)
+        self.log.info("checking the H.264 encoders (ENCODER=%s, pid %d)", self.settings.encoder, check.pid)
+        return check
+
+    def _poll_encoder_check(self) -> None:
+        """Take the encoder check's answer, once there is one: its choice for the stack's
+        workers; a refusal of the settings (an encoder this machine cannot give) is kept for
+        ``_raise_if_refused``. A check that fails otherwise (crashed, timed out) leaves the
+        requested encoder, or x264 for ``auto``, with a warning."""
+        check, requested = self._encoder_check, self.settings.encoder
+        if check is None:
+            return
         try:
-            while (choice := check.poll()) is None:
-                if self._stop_requested:
-                    check.cancel()
-                    return
-                self._tend(ENCODER_CHECK_POLL_S)
+            choice = check.poll()
         except EncoderCheckError as err:
             if err.config_error:
-                raise
+                self._encoder_check, self._encoder_refused = None, err
+                return
             kind = config.ENCODER_FALLBACK if requested == config.ENCODER_AUTO else requested
             self.log.warning("%s: using %s", err, kind)
             choice = EncoderChoice(kind, {kind: f"used without the encoder check ({err})"}, ())
+        if choice is None:
+            return
+        self._encoder_check = None
         self.encoder_choice = choice
         self.encoder = EncoderFallback(choice.chosen)
         # (The check has logged every kind's reason, relayed as encoder_check's.)
@@ -165,6 +176,20 @@ class Controller:
             choice.reasons.get(choice.chosen, "chosen"),
         )
         self.published.encoder(requested, choice.chosen, choice.reasons)
+
+    def _raise_if_refused(self) -> None:
+        """Raise EncoderCheckError (exit status 2, no retry) once the check has refused the
+        settings."""
+        if self._encoder_refused is not None:
+            raise self._encoder_refused
+
+    def _choose_encoder(self) -> None:
+        """Wait for the encoder check's answer (the feeder and the services looked after)."""
+        assert self.encoder or self._encoder_check or self._encoder_refused, "the check was started"
+        while self.encoder is None and not self._stop_requested:
+            self._raise_if_refused()
+            self._tend(ENCODER_CHECK_POLL_S)
+        self._raise_if_refused()
 
     def _encoder_failed(self, worker: str, problem: str) -> None:
         """A worker failed: counts towards giving up a hardware encoder."""
@@ -177,8 +202,10 @@ class Controller:
         self.published.encoder(self.settings.encoder, self.encoder.kind, self.encoder_choice.reasons, why)
 
     def _stack_environment(self) -> dict[str, str]:
-        """The environment of the stack's workers: ours, with the encoder to use."""
-        assert self.encoder is not None, "the encoder is chosen before the stack starts"
+        """The environment of the stack's workers: ours, with the encoder to use (once chosen:
+        the feeder's first start, which encodes nothing, does not wait for the check)."""
+        if self.encoder is None:
+            return dict(os.environ)
         return {**os.environ, "ENCODER": self.encoder.kind}
 
     def _keep_running(self) -> None:
@@ -216,6 +243,8 @@ class Controller:
         self.published.stack(state.STARTING)
         self.notifier.status("starting")
         self._start_and_wait_ready([FEEDER])
+        if self.encoder is None and not self._stop_requested:
+            self._choose_encoder()  # the encoder check ran while the feeder started
         self._start_and_wait_ready(consumer_specs(self.settings))
         if self._stop_requested:
             return
@@ -236,6 +265,7 @@ class Controller:
             self._spawn(self._worker(spec))
         while not self._stop_requested and not all(self.workers[spec].ready for spec in specs):
             self._tend()
+            self._raise_if_refused()  # e.g. ENCODER=v4l2 here, found while a camera is missing
             for spec in specs:
                 worker = self.workers[spec]
                 problem = self._problem(worker)
@@ -246,6 +276,7 @@ class Controller:
         """One turn of every watching loop: relay output and reports for up to ``timeout_s``,
         look after the services, publish."""
         self.children.pump(timeout_s)
+        self._poll_encoder_check()
         self._check_services()
         self.published.tick()
         self.notifier.watchdog()
