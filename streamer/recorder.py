@@ -472,9 +472,7 @@ class Recorder:
         if stream_video:
             stream_source = runner.element(pipelines.RECORD_STREAM_SOURCE_ELEMENT)
             stream_depay = runner.element(pipelines.RECORD_STREAM_DEPAY_ELEMENT)
-            if settings.rtsp_credentials:  # as properties, never in the description
-                user, password = settings.rtsp_credentials[0]
-                gst.set_properties(stream_source, {"user-id": user, "user-pw": password})
+            gst.sign_in(stream_source, settings.rtsp_credentials)
             gst.drop_to_keyframe_after_gap(runner.element(pipelines.VIDEO_QUEUE_ELEMENT))
 
             def stream_lost(why: str) -> None:  # main loop

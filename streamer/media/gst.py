@@ -695,6 +695,15 @@ def count_received(webrtc: Gst.Element, callback: Callable[[Gst.Buffer], None]) 
 # --- Publishing (the publish worker)
 
 
+def sign_in(source: Gst.Element, credentials: tuple[tuple[str, str], ...]) -> None:
+    """Give an ``rtspsrc`` of our own RTSP server the first of its ``credentials`` (the
+    settings' ``rtsp_credentials``; none: no access control), as properties: never in a
+    description, never logged."""
+    if credentials:
+        user, password = credentials[0]
+        set_properties(source, {"user-id": user, "user-pw": password})
+
+
 def set_properties(element: Gst.Element, properties: dict[str, str | int]) -> None:
     """Set each property of ``element``; an enum or flags property may be given by its nick
     (e.g. rtmp2sink's ``scheme="rtmps"``). Values are set as they are (never parsed), so a

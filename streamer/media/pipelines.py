@@ -328,11 +328,8 @@ def record_stream_video(s: Settings, chunks: str) -> str:
     (``gst.drop_to_keyframe_after_gap``). The credentials of an RTSP server with access
     control are set on ``RECORD_STREAM_SOURCE_ELEMENT`` as properties.
     """
-    rtsp_url = live_rtsp_url(s)
-    tls = " tls-validation-flags=0" if rtsp_url.startswith("rtsps://") else ""
     return (
-        f'rtspsrc name={RECORD_STREAM_SOURCE_ELEMENT} location="{rtsp_url}" protocols=tcp latency=0 '
-        f"buffer-mode=none{tls} "
+        f"{own_rtsp_source(RECORD_STREAM_SOURCE_ELEMENT, live_rtsp_url(s), ' buffer-mode=none')} "
         f"! rtph264depay name={RECORD_STREAM_DEPAY_ELEMENT} ! h264parse "
         f"! queue name={VIDEO_QUEUE_ELEMENT} leaky=downstream max-size-time={RECORD_WRITE_BUFFER_NS} "
         "max-size-bytes=0 max-size-buffers=0 "
@@ -408,6 +405,16 @@ def live_rtsp_url(s: Settings) -> str:
     return f"{scheme}://{f'[{host}]' if ':' in host else host}:{s.rtsp_port}{s.rtsp_path}"
 
 
+def own_rtsp_source(name: str, rtsp_url: str, options: str = "") -> str:
+    """An ``rtspsrc`` of our own RTSP server (``rtsp_url`` from ``live_rtsp_url``), as the live
+    worker, the publisher and the recorder (RECORD_SOURCE=stream) use it: over TCP, interleaved
+    (no UDP ports per client, no loss on loopback), with no jitter buffer delay (``latency=0``),
+    and ``options`` of the caller's. Over RTSPS the server's certificate is not checked: it is
+    our own, on this machine. Credentials are set as properties (``gst.sign_in``)."""
+    tls = " tls-validation-flags=0" if rtsp_url.startswith("rtsps://") else ""
+    return f'rtspsrc name={name} location="{rtsp_url}" protocols=tcp latency=0{options}{tls}'
+
+
 def live_session(s: Settings, rtsp_url: str, payload_type: int = RTP_PAYLOAD_TYPE) -> str:
     """One browser's live view: our RTSP stream, its H.264 passed through unchanged (no second
     encoder) into WebRTC.
@@ -425,9 +432,8 @@ def live_session(s: Settings, rtsp_url: str, payload_type: int = RTP_PAYLOAD_TYP
     """
     if payload_type not in LIVE_PAYLOAD_TYPES:
         raise ValueError(f"not a dynamic RTP payload type: {payload_type!r}")
-    tls = " tls-validation-flags=0" if rtsp_url.startswith("rtsps://") else ""
     return (
-        f'rtspsrc name={LIVE_SOURCE_ELEMENT} location="{rtsp_url}" protocols=tcp latency=0{tls} '
+        f"{own_rtsp_source(LIVE_SOURCE_ELEMENT, rtsp_url)} "
         "! rtph264depay ! h264parse config-interval=-1 "
         f"! rtph264pay name={LIVE_PAYLOADER_ELEMENT} config-interval=-1 aggregate-mode=zero-latency "
         f"pt={payload_type} "
@@ -494,10 +500,8 @@ def publish(s: Settings, kind: str) -> str:
     """
     if kind not in _PUBLISH_OUTPUTS:
         raise ValueError(f"no such kind of destination: {kind!r}")
-    rtsp_url = live_rtsp_url(s)
-    tls = " tls-validation-flags=0" if rtsp_url.startswith("rtsps://") else ""
     return (
-        f'rtspsrc name={PUBLISH_SOURCE_ELEMENT} location="{rtsp_url}" protocols=tcp latency=0{tls} '
+        f"{own_rtsp_source(PUBLISH_SOURCE_ELEMENT, live_rtsp_url(s))} "
         f"! rtph264depay{_PUBLISH_DEPAYLOADED.get(kind, '')} ! h264parse "
         f"! {_leaky_queue(PUBLISH_QUEUE_ELEMENT, publish_queue_frames(s))} "
         f"! {_PUBLISH_OUTPUTS[kind]}"
