@@ -313,20 +313,22 @@ class Settings:
         "STALL_FEEDER_S",
         "3",
         parsers.seconds(STALL_MIN_S, 600),
-        "The feeder counts as stalled after this long without a frame from the camera, seconds.",
+        "The feeder counts as stalled after this long without a frame from the camera, seconds (2 at "
+        "least: workers report once a second).",
     )
     stall_recorder_s: float = setting(
         "STALL_RECORDER_S",
         "20",
         parsers.seconds(STALL_MIN_S, 600),
         "The recorder counts as stalled after this long without receiving a frame (a slow disk is allowed "
-        "for), seconds.",
+        "for), seconds (2 at least: workers report once a second).",
     )
     stall_rtsp_s: float = setting(
         "STALL_RTSP_S",
         "5",
         parsers.seconds(STALL_MIN_S, 600),
-        "The RTSP worker counts as stalled after this long with viewers but nothing sent, seconds.",
+        "The RTSP worker counts as stalled after this long with viewers but nothing sent, seconds (2 at "
+        "least: workers report once a second).",
     )
 
     @property
