@@ -13,6 +13,13 @@ latest-frame branch: the watchdog sees the recorder alive either way. A change o
 recorded ends the pipeline with end-of-stream, which finalises the open chunk (and repoints
 ``latest_video.mp4`` at it), and starts a new one with the new branches.
 
+With RECORD_SOURCE=stream the video is not encoded here: the pipeline also holds an RTSP client
+of the stack's own server, whose H.264 goes into the chunks as it is (one encode for both paths,
+see docs/encoders.md); the recorder socket then feeds only the latest frame and the images. The
+recorder waits until the server takes connections (it starts beside the recorder), and when the
+stream ends or fails (the RTSP worker restarting) it finalises the open chunk and connects again,
+at most once every STREAM_RETRY_S, in the same session.
+
 What is recorded is decided at runtime. It starts as ENABLE_VIDEO / ENABLE_IMAGES say; the
 ``recording`` command of the command channel (``streamer.runtime.commands``) changes it, and
 its answer comes once the change is done. The operator's choice is kept beside the recorder
@@ -97,6 +104,11 @@ RECORDING = "recording"
 OFF = "off"
 DISK_FULL = "disk-full"
 NO_DISK = "no-disk"
+
+# RECORD_SOURCE=stream: how often the recorder looks whether our RTSP server takes connections
+# while it waits for it, and at most how often it connects (after a refusal or a lost stream).
+STREAM_CHECK_S = 0.2
+STREAM_RETRY_S = 1.0
 
 # How long a snapshot waits for a frame: frames come every 1/VIDEO_FPS s, so no frame in this
 # long means the camera has stopped.
@@ -260,7 +272,7 @@ class Recordings:
         """Size the disk reserve and the retention's target for recording ``branches``."""
         s = self.settings
         per_second = layout.recording_bytes_per_second(
-            s.record_bitrate, s.video_width, s.video_height, branches.video, branches.images
+            s.recorded_bitrate, s.video_width, s.video_height, branches.video, branches.images
         )
         self.reserve_bytes = layout.disk_reserve_bytes(per_second)
         self._min_free_bytes = self._retention_target(s, self.reserve_bytes)
@@ -374,6 +386,8 @@ class Recorder:
         self._failed_start: str | None = None  # why recording could not start, for the command
         self._frames_lock = threading.Lock()
         self._ready_sent = False
+        self._stream_tried_at = -STREAM_RETRY_S  # RECORD_SOURCE=stream: the last connection
+        self._reported_at = 0.0
 
     @property
     def state(self) -> str:
@@ -387,6 +401,8 @@ class Recorder:
 
     def run(self) -> int:
         signals = gst.on_stop_signals(self._stop, self.log)
+        if not pipelines.records_the_stream(self.settings):
+            self.log.info("video encoder: %s", pipelines.describe_encoder(self.settings))
         try:
             if not self._wait_for_mount():
                 return EXIT_OK
@@ -433,6 +449,9 @@ class Recorder:
         """One pipeline run with ``branches``; returns its exit code and whether to go on with
         another (the branches changed, or the disk filled up)."""
         settings, session = self.settings, self.open_session
+        stream_video = branches.video and pipelines.records_the_stream(settings)
+        if stream_video and not self._wait_for_stream():
+            return EXIT_OK, False
         description = pipelines.recorder(
             settings,
             str(session) if session else None,
@@ -440,6 +459,7 @@ class Recorder:
             first_image=layout.next_index(session, "image_") if branches.images and session else 0,
             video=branches.video,
             images=branches.images,
+            gst_version=gst.version(),
         )
         runner = gst.PipelineRunner(
             description, self.log, send_eos=True, eos_timeout_s=self.eos_timeout_s, stop_on_signals=False
@@ -448,13 +468,37 @@ class Recorder:
         # The camera's frame times, not the arrival times, which wobble with the machine's load:
         # even frame durations and increasing times in the chunks, after a frozen moment too.
         gst.time_by_capture(shm_input, pipelines.shm_frame_bytes(settings), self.log)
-        out_of_space = False
+        out_of_space = lost_stream = False
+        if stream_video:
+            stream_source = runner.element(pipelines.RECORD_STREAM_SOURCE_ELEMENT)
+            stream_depay = runner.element(pipelines.RECORD_STREAM_DEPAY_ELEMENT)
+            gst.sign_in(stream_source, settings.rtsp_credentials)
+            gst.drop_to_keyframe_after_gap(runner.element(pipelines.VIDEO_QUEUE_ELEMENT))
+
+            def stream_lost(why: str) -> None:  # main loop
+                nonlocal lost_stream
+                if runner.finishing:  # its end-of-stream, or an error while stopping
+                    return
+                lost_stream = True
+                self.log.warning(
+                    "%s (RECORD_SOURCE=stream): finalising the open chunk, then connecting again", why
+                )
+                runner.finish_into(
+                    stream_depay.get_static_pad("sink"),
+                    shm_input.get_static_pad("src").get_peer(),
+                    after=f"{stream_source.get_name()} and {shm_input.get_name()}",
+                )
+
+            gst.on_end_of_stream(stream_depay, "sink", lambda: stream_lost("the RTSP stream ended"))
 
         def on_error(message: Gst.Message) -> bool:
             nonlocal out_of_space
             if message.src is shm_input:
                 self.log.warning("lost the feeder: finalising the open chunk")
                 runner.finish_after(shm_input)
+                return True
+            if stream_video and gst.comes_from(message, stream_source):
+                stream_lost("lost the RTSP stream")
                 return True
             if message.parse_error()[0].matches(Gst.ResourceError.quark(), Gst.ResourceError.NO_SPACE_LEFT):
                 out_of_space = True
@@ -472,8 +516,8 @@ class Recorder:
             counted = pipelines.FRAME_QUEUE_ELEMENT
         # Frames past the leaky queue: with recording on they stop when the disk blocks the writer.
         gst.add_buffer_probe(runner.element(counted), "src", self._on_frame)
-        if branches.video:
-            pace_video(runner.element, settings.video_fps)
+        if branches.video and not stream_video:
+            pace_video(runner.element, settings.video_fps, pipelines.encoder_kind(settings))
         # Video recorded on across a change of pipeline that keeps it (images added or dropped)
         # is one recording; stopping it, by the operator or for a full disk, ends it.
         if not branches.video:
@@ -497,9 +541,40 @@ class Recorder:
             self.recording, self._runner = NOTHING, None
         if self.stopping:
             return exit_code, False
-        if out_of_space:
+        if out_of_space or lost_stream:
             return EXIT_OK, True
         return exit_code, exit_code == EXIT_OK and self._restarting
+
+    def _wait_for_stream(self) -> bool:
+        """RECORD_SOURCE=stream: wait until our RTSP server takes connections (it starts beside
+        the recorder, and may restart on its own), connecting at most once every STREAM_RETRY_S
+        (commands are answered meanwhile); False if told to stop first."""
+        host, port = pipelines.local_rtsp_host(self.settings), self.settings.rtsp_port
+        not_before = self._stream_tried_at + STREAM_RETRY_S
+        accepted: list[bool | None] = [None]  # the last probe's answer; None while it runs
+
+        def probe() -> None:
+            accepted[0] = None
+            gst.probe_tcp(host, port, STREAM_RETRY_S, lambda ok: accepted.__setitem__(0, ok))
+
+        def connectable() -> bool:
+            if accepted[0] and time.monotonic() >= not_before:
+                return True
+            if accepted[0] is False:
+                probe()
+            if time.monotonic() - self._reported_at >= PROGRESS_INTERVAL_S:
+                self.report()
+            return False
+
+        if self._stream_tried_at < 0:
+            self.log.info(
+                "recording the RTSP stream %s (RECORD_SOURCE=stream: one encode for both)",
+                pipelines.live_rtsp_url(self.settings),
+            )
+        probe()
+        connected = self._wait_until(connectable, STREAM_CHECK_S)
+        self._stream_tried_at = time.monotonic()
+        return connected
 
     def _wait_for_mount(self) -> bool:
         """RECORD_REQUIRE_MOUNT: wait until SSD_PATH is off the root file system, creating nothing
@@ -529,8 +604,8 @@ class Recorder:
         log.info("stopped while waiting for SSD_PATH %s to be mounted", settings.ssd_path)
         return False
 
-    def _wait_until(self, condition: Callable[[], bool]) -> bool:
-        """Run the main loop, checking ``condition`` every PROGRESS_INTERVAL_S, until it holds
+    def _wait_until(self, condition: Callable[[], bool], interval_s: float = PROGRESS_INTERVAL_S) -> bool:
+        """Run the main loop, checking ``condition`` every ``interval_s``, until it holds
         (True) or a stop signal comes (False)."""
         loop = GLib.MainLoop()
         held = False
@@ -542,7 +617,7 @@ class Recorder:
                 loop.quit()
             return not held
 
-        timer = GLib.timeout_add(int(PROGRESS_INTERVAL_S * 1000), check)
+        timer = GLib.timeout_add(round(interval_s * 1000), check)
         self._quit_wait = loop.quit
         if not self.stopping:
             loop.run()
@@ -601,6 +676,7 @@ class Recorder:
             self._runner.stop()
 
     def report(self) -> None:
+        self._reported_at = time.monotonic()
         recordings = self.recordings
         self.status.progress(
             frames=self.frames,
@@ -793,12 +869,16 @@ class Recorder:
             self.status.ready()
 
 
-def pace_video(element: Callable[[str], Gst.Element], fps: int) -> None:
-    """The probe in front of the video encoder (``element`` looks one up by name): keyframes
-    are forced by time, so that frames dropped before the encoder do not stretch a GOP and end
-    a chunk one GOP early."""
+def pace_video(
+    element: Callable[[str], Gst.Element], fps: int, kind: str = pipelines.EncoderKind.X264
+) -> None:
+    """The probe in front of the video encoder (``element`` looks one up by name; ``kind``: the
+    encoder it is, ``pipelines.encoder_kind``): keyframes are forced by time, so that frames
+    dropped before the encoder do not stretch a GOP and end a chunk one GOP early."""
     gst.force_keyframes(
-        element(pipelines.VIDEO_ENCODER_ELEMENT), functools.partial(pipelines.record_gop_index, fps=fps)
+        element(pipelines.VIDEO_ENCODER_ELEMENT),
+        functools.partial(pipelines.record_gop_index, fps=fps),
+        kind,
     )
 
 

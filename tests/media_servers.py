@@ -16,8 +16,8 @@ its user, nothing left behind; and the receivers that decode what reaches them.
   ``rtspclientsink`` publishes to), decoding what it receives, optionally behind basic auth.
 - ``CopyingViewers``: many RTMP viewers in one process of their own that only receive
   (``rtmp2src ! flvdemux ! fakesink``): what 50 players cost the server, not the drone.
-- ``Publisher``: a plain GStreamer publisher (``videotestsrc ! x264enc ! <mux> ! <sink>``) to
-  prove the servers on their own, without the stack.
+- ``Publisher``: a plain GStreamer publisher (``videotestsrc ! x264enc ! <mux> ! <sink>``) in a
+  process of its own, to prove the servers on their own, without the stack.
 
 Every value that names a server (URL, port, passphrase, credentials) is set as an element
 property from Python, never spliced into a launch line. No pytest here: ``bench.publish`` uses
@@ -27,6 +27,7 @@ these too.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -38,7 +39,7 @@ from pathlib import Path
 
 from streamer.media.gst import GLib, Gst, GstRtsp, GstRtspServer
 from streamer.media.rtsp_client import StampReader
-from streamer.testing import ROOT, alive, free_port, port_open, wait_until
+from streamer.testing import ROOT, Proc, alive, free_port, port_open, wait_until
 
 NGINX = "/usr/sbin/nginx"
 RTMP_MODULE = "/usr/lib/nginx/modules/ngx_rtmp_module.so"
@@ -713,38 +714,82 @@ PUBLISHER_TAILS = {
 
 
 class Publisher:
-    """``videotestsrc ! x264enc ! h264parse ! <mux> ! <sink>`` in this process, ``kind`` one of
-    rtmp, srt, rtsp; ``properties`` of the sink (e.g. location, uri, passphrase) set from Python."""
+    """``videotestsrc ! x264enc ! h264parse ! <mux> ! <sink>``, ``kind`` one of rtmp, srt,
+    rtsp, with ``properties`` of the sink (e.g. location, uri, passphrase) set from Python, in a
+    process of its own (``python -m tests.media_servers publish``): in this process, stopping an
+    ``rtspclientsink`` whose RTSP server ran in this process too once hung ``set_state(NULL)``
+    for good (a loaded CI run); a child that does not stop is killed. The sink's errors, as the
+    child reports them, are in ``errors``."""
 
     def __init__(
         self, kind: str, properties: Mapping[str, object], width: int = 320, height: int = 240, fps: int = 30
     ) -> None:
-        description = PUBLISHER_HEAD.format(width=width, height=height, fps=fps) + PUBLISHER_TAILS[kind]
-        self.pipeline = Gst.parse_launch(description)
-        sink = self.pipeline.get_by_name("sink")
-        for key, value in properties.items():
-            if isinstance(value, str):
-                Gst.util_set_object_arg(sink, key, value)
-            else:
-                sink.set_property(key, value)
-        self.errors: list[str] = []
-        bus = self.pipeline.get_bus()
-        bus.enable_sync_message_emission()
-        bus.connect("sync-message::error", self._on_error)
+        if kind not in PUBLISHER_TAILS:
+            raise ValueError(f"no such publisher: {kind!r}")
+        self._args = [PUBLISH_COMMAND, kind, str(width), str(height), str(fps), json.dumps(dict(properties))]
+        self._proc: Proc | None = None
 
-    def _on_error(self, _bus: Gst.Bus, message: Gst.Message) -> None:
-        self.errors.append(f"{message.src.get_name()}: {message.parse_error()[0].message}")
+    @property
+    def errors(self) -> list[str]:
+        if self._proc is None:
+            return []
+        return [match.group(1) for match in self._proc.matches(rf"^{PUBLISH_ERROR}(.*)$")]
 
     def start(self) -> Publisher:
-        self.pipeline.set_state(Gst.State.PLAYING)
+        environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self._proc = Proc("tests.media_servers", environment, self._args)
+        self._proc.wait_for(rf"^{PUBLISH_PLAYING}$|^{PUBLISH_ERROR}", 20)
         return self
 
     def stop(self) -> None:
-        self.pipeline.set_state(Gst.State.NULL)
+        if self._proc is not None:
+            self._proc.stop(PUBLISHER_STOP_S)
+
+
+PUBLISH_COMMAND = "publish"
+PUBLISH_PLAYING = "publisher: playing"
+PUBLISH_ERROR = "publisher error: "
+PUBLISHER_STOP_S = 5.0
+
+
+def run_publisher(kind: str, width: int, height: int, fps: int, properties: Mapping[str, object]) -> None:
+    """The child of ``Publisher``: publish until SIGTERM, printing each error of the pipeline."""
+    description = PUBLISHER_HEAD.format(width=width, height=height, fps=fps) + PUBLISHER_TAILS[kind]
+    pipeline = Gst.parse_launch(description)
+    sink = pipeline.get_by_name("sink")
+    for key, value in properties.items():
+        if isinstance(value, str):
+            Gst.util_set_object_arg(sink, key, value)
+        else:
+            sink.set_property(key, value)
+    loop = GLib.MainLoop()
+
+    def on_message(_bus: Gst.Bus, message: Gst.Message) -> None:
+        if message.type == Gst.MessageType.ERROR:
+            print(f"{PUBLISH_ERROR}{message.src.get_name()}: {message.parse_error()[0].message}", flush=True)
+
+    def on_stop() -> bool:
+        loop.quit()
+        return GLib.SOURCE_REMOVE
+
+    bus = pipeline.get_bus()
+    bus.add_signal_watch()
+    bus.connect("message", on_message)
+    GLib.unix_signal_add(GLib.PRIORITY_HIGH, signal.SIGTERM, on_stop)
+    pipeline.set_state(Gst.State.PLAYING)
+    print(PUBLISH_PLAYING, flush=True)
+    loop.run()
+    pipeline.set_state(Gst.State.NULL)
 
 
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "viewers":
         run_copying_viewers(sys.argv[2], int(sys.argv[3]))
+    elif len(sys.argv) == 7 and sys.argv[1] == PUBLISH_COMMAND:
+        kind, width, height, fps, properties = sys.argv[2:]
+        run_publisher(kind, int(width), int(height), int(fps), json.loads(properties))
     else:
-        sys.exit("usage: python -m tests.media_servers viewers URL COUNT")
+        sys.exit(
+            "usage: python -m tests.media_servers viewers URL COUNT\n"
+            "       python -m tests.media_servers publish KIND WIDTH HEIGHT FPS PROPERTIES_JSON"
+        )

@@ -132,6 +132,9 @@ BAD = [
     ("PUBLISH_URL", "ftp://media.local", "the scheme must be rtmp, rtmps, srt or rtsp (not 'ftp')"),
     ("PUBLISH_URL", "srt://media.local", "a port is needed (srt://HOST:PORT…)"),
     ("PUBLISH_URL", "rtsp://media.local:8554", "an RTSP URL needs a /PATH after the port"),
+    ("ENCODER", "nvenc", "must be one of auto, x264, openh264, v4l2, nvv4l2, va, vaapi"),
+    ("ENCODER", "", "must be one of auto"),
+    ("RECORD_SOURCE", "both", "must be one of own, stream"),
 ]
 
 
@@ -271,3 +274,28 @@ def test_programs_exit_2_naming_publish_url_without_its_key(tmp_path: Path, envi
             f"{module.split('.')[1]}: configuration error: {expected}"
         ]
         assert STREAM_KEY not in result.stderr + result.stdout
+
+
+# --- ENCODER (the encoders themselves: test_encoders.py, test_encoder_check.py)
+
+
+def test_encoder_default_and_values(tmp_path: Path):
+    assert config.load({"HOME": str(tmp_path)}).encoder == "auto"
+    for value, expected in [(" VA ", "va"), ("x264", "x264"), ("NvV4l2", "nvv4l2"), ("openh264", "openh264")]:
+        assert config.load({"HOME": str(tmp_path), "ENCODER": value}).encoder == expected
+
+
+def test_record_source_default_and_values(tmp_path: Path):
+    assert config.load({"HOME": str(tmp_path)}).record_source == "own"
+    assert config.load({"HOME": str(tmp_path), "RECORD_SOURCE": " Stream"}).record_source == "stream"
+
+
+def test_recording_the_stream_needs_the_stream(tmp_path: Path):
+    with pytest.raises(config.ConfigError) as caught:
+        config.load({"HOME": str(tmp_path), "RECORD_SOURCE": "stream", "ENABLE_RTSP": "0"})
+    assert str(caught.value) == (
+        "RECORD_SOURCE='stream': needs ENABLE_RTSP=1 (the recording is then the RTSP stream's encoder "
+        "output), but ENABLE_RTSP=0"
+    )
+    own = config.load({"HOME": str(tmp_path), "RECORD_SOURCE": "own", "ENABLE_RTSP": "0"})
+    assert own.record_source == "own"

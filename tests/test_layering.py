@@ -53,6 +53,8 @@ PURE = [
     "streamer.control.controller",
     "streamer.config",
     "streamer.media.pipelines",
+    "streamer.media.encoders",
+    "streamer.control.encoder_choice",
     "streamer.media.camera",
     "streamer.media.stamp",
     "streamer.publish.retry",

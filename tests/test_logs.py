@@ -108,5 +108,5 @@ def test_the_stack_under_journald_gives_every_line_its_priority(env, start):
     drone.signal(signal.SIGTERM)
     assert drone.wait() == 0, drone.output
     # priority, level, name: nothing else (no timestamp of ours)
-    pattern = re.compile(r"<([2-7])>(DEBUG|INFO|WARNING|ERROR|CRITICAL) +[a-z]+: ")
+    pattern = re.compile(r"<([2-7])>(DEBUG|INFO|WARNING|ERROR|CRITICAL) +[a-z_]+: ")
     assert [line for line in drone.output.splitlines() if not pattern.match(line)] == []

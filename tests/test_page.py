@@ -28,7 +28,7 @@ import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from aiohttp import web
@@ -39,7 +39,8 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from bench.browser import Browser, chromium
 from streamer.config import Settings
-from streamer.testing import Proc
+from streamer.runtime.state import StackState
+from streamer.testing import Proc, wait_state
 from streamer.web import page, server
 from streamer.web.snapshot import Observer
 from tests.harness import ROOT, TEST_FPS, TEST_HEIGHT, TEST_WIDTH, USER, settings_for, url, wait_until
@@ -47,7 +48,9 @@ from tests.test_web_api import api_status, healthy, request
 
 LIVE_TIMEOUT_S = 30  # a new page's first live picture, on a loaded machine
 RECOVERY_DEADLINE_S = 5  # SIGKILL of the RTSP worker → the live view back (the issue's figure)
-MIN_DECODED_FPS = 25
+# Frames the page may show fewer than the stream sent in the same window: the window's edges
+# (a frame on its way in at each end) and the controller's lag in timing the RTSP worker's reports.
+EDGE_FRAMES = 3
 
 browser = pytest.mark.browser
 
@@ -62,6 +65,24 @@ def start_page_stack(start: Callable[..., Proc], env: dict[str, str], **settings
     drone.wait_up(60)
     wait_until(lambda: healthy(env), 30, "/health to answer 200")
     return drone
+
+
+class RtspReport(NamedTuple):
+    at: float  # wall clock, when the controller received it
+    frames: int  # frames the stream had sent by then
+
+
+def next_rtsp_report(env: dict[str, str]) -> RtspReport:
+    """The RTSP worker's first report from now on (it reports once a second)."""
+    now = time.time()
+
+    def fresh(current: StackState) -> bool:
+        worker = current.workers.get("rtsp")
+        return worker is not None and (worker.last_report_at or 0) > now and "frames" in worker.progress
+
+    worker = wait_state(env, fresh, 10, "a fresh report of the RTSP worker").workers["rtsp"]
+    assert worker.last_report_at is not None
+    return RtspReport(worker.last_report_at, worker.progress["frames"])
 
 
 def page_url(env: dict[str, str]) -> str:
@@ -184,6 +205,7 @@ PLAYBACK_WINDOW = """async (ms) => {
   await new Promise((resolve) => setTimeout(resolve, ms));  // the measurement window
   const [frames1, time1, at1] = [frames(), video.currentTime, performance.now()];
   return {
+    frames: frames1 - frames0,
     fps: (frames1 - frames0) * 1000 / (at1 - at0),
     advanced_s: time1 - time0,
     window_s: (at1 - at0) / 1000,
@@ -259,10 +281,17 @@ def test_the_live_view_plays_at_the_configured_size_at_full_rate(env, start):
     with chromium() as view:
         view.page.goto(page_url(env))
         wait_live(view)
+        # Full rate is the stream's: on a loaded machine the stream itself drops frames by design
+        # (the one-frame queue in front of its encoder), so the page is held to what the RTSP
+        # worker sent around the same window, from its reports (each counts the frames so far).
+        before = next_rtsp_report(env)
         played = view.page.evaluate(PLAYBACK_WINDOW, 3000)
+        after = next_rtsp_report(env)
+        sent_fps = (after.frames - before.frames) / (after.at - before.at)
         assert (played["width"], played["height"]) == (TEST_WIDTH, TEST_HEIGHT), played
         assert not played["paused"] and played["advanced_s"] > 0.5 * played["window_s"], played
-        assert played["fps"] >= MIN_DECODED_FPS, played
+        assert sent_fps > TEST_FPS / 2, (before, after)  # a stream to measure against
+        assert played["frames"] >= sent_fps * played["window_s"] - EDGE_FRAMES, (played, sent_fps)
         overlay = text(view, "#live-state")
         assert overlay.startswith(f"live · {TEST_WIDTH}\N{MULTIPLICATION SIGN}{TEST_HEIGHT}"), overlay
         assert view.errors == [], view.report()

@@ -230,6 +230,47 @@ def test_recorder_branches_can_be_chosen_at_runtime(video, images):
     assert description.count("record. ! ") == video + images
 
 
+def test_recorder_records_the_stream_with_record_source_stream(tmp_path):
+    """RECORD_SOURCE=stream: the video is our RTSP stream's H.264, not encoded again, timed by its
+    RTP timestamps, through a leaky write buffer into the same chunk writer; the tee feeds only
+    the latest frame and the images. Valid launch syntax with the elements the recorder looks up."""
+    from streamer.media.gst import Gst
+
+    s = config.load({"HOME": str(tmp_path), "RECORD_SOURCE": "stream", "ENABLE_IMAGES": "1"})
+    description = pipelines.recorder(s, "/ssd/00001_x", first_chunk=3)
+    assert "x264enc" not in description and "user" not in description  # credentials: properties
+    assert description.count(" record. ! ") == 1  # the images; the video has its own source
+    shm_part, stream_part = description.split(" rtspsrc ", 1)
+    assert "jpegenc" in shm_part and "splitmuxsink" not in shm_part
+    assert ("rtspsrc " + stream_part) == (
+        'rtspsrc name=record_stream location="rtsp://127.0.0.1:8554/live" protocols=tcp latency=0 '
+        "buffer-mode=none ! rtph264depay name=record_depay ! h264parse "
+        "! queue name=video_queue leaky=downstream max-size-time=3000000000 max-size-bytes=0 "
+        "max-size-buffers=0 "
+        '! splitmuxsink name=video_chunks location="/ssd/00001_x/video_%05d.mp4" start-index=3 '
+        "max-size-time=5500000000 max-size-bytes=0 "
+        'muxer="mp4mux fragment-duration=500 fragment-mode=first-moov-then-finalise" '
+        'sink="filesink buffer-mode=unbuffered"'
+    )
+    assert s.recorded_bitrate == s.video_bitrate != s.record_bitrate
+    pipeline = Gst.parse_launch(description)
+    named = {
+        pipelines.RECORD_STREAM_SOURCE_ELEMENT: "rtspsrc",
+        pipelines.RECORD_STREAM_DEPAY_ELEMENT: "rtph264depay",
+        pipelines.VIDEO_QUEUE_ELEMENT: "queue",
+        pipelines.VIDEO_SINK_ELEMENT: "splitmuxsink",
+        pipelines.IMAGE_SINK_ELEMENT: "multifilesink",
+    }
+    assert {name: pipeline.get_by_name(name).get_factory().get_name() for name in named} == named
+    images_only = pipelines.recorder(s, "/ssd/00001_x", video=False, images=True)
+    assert "rtspsrc" not in images_only  # no video: no connection to the stream
+    tls = dataclasses.replace(s, rtsp_tls_cert=tmp_path / "c.pem", rtsp_tls_key=tmp_path / "k.pem")
+    assert (
+        'location="rtsps://127.0.0.1:8554/live" protocols=tcp latency=0 buffer-mode=none '
+        "tls-validation-flags=0 !" in pipelines.recorder(tls, "/ssd/x")
+    )
+
+
 def test_recording_needs_a_session_folder(tmp_path):
     s = config.load({"HOME": str(tmp_path)})
     with pytest.raises(ValueError, match="needs a session folder"):

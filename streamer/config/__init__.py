@@ -21,9 +21,24 @@ from streamer.config.loading import (
 )
 from streamer.config.parsers import STAMPED_SYNTHETIC_CAMERA, SYNTHETIC_CAMERA
 from streamer.config.redaction import REDACTED, is_secret_variable, redact
-from streamer.config.settings import PRIVATE_UMASK, RESTART_SCOPES, RTSP_AUTH_METHODS, Settings
+from streamer.config.settings import (
+    ENCODER_AUTO,
+    ENCODER_FALLBACK,
+    ENCODER_KINDS,
+    ENCODER_SOFTWARE,
+    ENCODERS,
+    PRIVATE_UMASK,
+    RESTART_SCOPES,
+    RTSP_AUTH_METHODS,
+    Settings,
+)
 
 __all__ = [
+    "ENCODERS",
+    "ENCODER_AUTO",
+    "ENCODER_FALLBACK",
+    "ENCODER_KINDS",
+    "ENCODER_SOFTWARE",
     "EXIT_CONFIG",
     "OWN_PREFIXES",
     "PRIVATE_UMASK",

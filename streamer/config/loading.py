@@ -100,6 +100,11 @@ def _check_together(s: Settings) -> None:
         raise ConfigError(f"HTTP_PORT={s.http_port}: must differ from RTSP_PORT")
     if s.publish_urls:
         _check_publishing(s)
+    if s.record_source == "stream" and not s.enable_rtsp:
+        raise ConfigError(
+            "RECORD_SOURCE='stream': needs ENABLE_RTSP=1 (the recording is then the RTSP stream's "
+            "encoder output), but ENABLE_RTSP=0"
+        )
     if s.shm_recorder_socket == s.shm_stream_socket:
         raise ConfigError(f"SHM_STREAM_SOCKET={s.shm_stream_socket!r}: must differ from SHM_RECORDER_SOCKET")
 

@@ -22,6 +22,16 @@ from streamer.config import parsers
 
 RTSP_AUTH_METHODS = ("digest", "basic")
 RESTART_SCOPES = ("stack", "worker")
+# The H.264 encoders (streamer.media.encoders.EncoderKind, which config may not import: a test
+# keeps the two equal), and ENCODER's values. The software ones (no driver, no device), and the
+# one ``auto`` falls back to, also after a hardware encoder stalled again and again (the
+# controller's ``EncoderFallback``): tests keep these equal to the encoders' specs too.
+ENCODER_KINDS = ("x264", "openh264", "v4l2", "nvv4l2", "va", "vaapi")
+ENCODER_AUTO = "auto"
+ENCODERS = (ENCODER_AUTO, *ENCODER_KINDS)
+ENCODER_SOFTWARE = ("x264", "openh264")
+ENCODER_FALLBACK = "x264"
+RECORD_SOURCES = ("own", "stream")
 # Workers report progress once a second: a stall limit spans at least two reports, so a report
 # that comes a moment late is not taken for a stall.
 STALL_MIN_S = 2.0
@@ -110,7 +120,27 @@ class Settings:
         "RECORD_BITRATE",
         "4000000",
         parsers.int_range(10_000, 100_000_000),
-        "Recorded video bitrate in bit/s (its own encoder), 10000–100000000. 4 Mbit/s ≈ 1.8 GB per hour.",
+        "Recorded video bitrate in bit/s (`RECORD_SOURCE=own`), 10000–100000000. 4 Mbit/s ≈ 1.8 GB per hour.",
+    )
+    encoder: str = setting(
+        "ENCODER",
+        "auto",
+        parsers.choice(ENCODERS),
+        "H.264 encoder of the stream and the recording: `auto` (the board's hardware encoder when it "
+        "exists and passes a short self-test at start, else `x264`), `x264`, `openh264`, `v4l2` "
+        "(`v4l2h264enc`: Raspberry Pi 4, other V4L2 M2M encoders), `nvv4l2` (`nvv4l2h264enc`: Jetson), "
+        "`va` / `vaapi` (`vah264enc` / `vaapih264enc`: Intel, AMD). A requested encoder this machine "
+        "lacks, or one that fails its self-test, stops the start (exit status 2) naming the ones it has. "
+        "None of the hardware encoders has been run on real hardware yet: see [Encoders](docs/encoders.md).",
+    )
+    record_source: str = setting(
+        "RECORD_SOURCE",
+        "own",
+        parsers.choice(RECORD_SOURCES),
+        "`own`: the recorder encodes the frames itself (`RECORD_BITRATE`). `stream`: it records the "
+        "stream encoder's output instead, one encode for both: the recording then has `VIDEO_BITRATE` and "
+        "the stream's keyframes, and depends on the RTSP worker, whose encoder runs whether or not anyone "
+        "watches; needs `ENABLE_RTSP=1`.",
     )
     record_min_free: tuple[int, float] = setting(
         "RECORD_MIN_FREE",
@@ -292,20 +322,22 @@ class Settings:
         "STALL_FEEDER_S",
         "3",
         parsers.seconds(STALL_MIN_S, 600),
-        "The feeder counts as stalled after this long without a frame from the camera, seconds.",
+        "The feeder counts as stalled after this long without a frame from the camera, seconds (2 at "
+        "least: workers report once a second).",
     )
     stall_recorder_s: float = setting(
         "STALL_RECORDER_S",
         "20",
         parsers.seconds(STALL_MIN_S, 600),
         "The recorder counts as stalled after this long without receiving a frame (a slow disk is allowed "
-        "for), seconds.",
+        "for), seconds (2 at least: workers report once a second).",
     )
     stall_rtsp_s: float = setting(
         "STALL_RTSP_S",
         "5",
         parsers.seconds(STALL_MIN_S, 600),
-        "The RTSP worker counts as stalled after this long with viewers but nothing sent, seconds.",
+        "The RTSP worker counts as stalled after this long with viewers but nothing sent, seconds (2 at "
+        "least: workers report once a second).",
     )
 
     @property
@@ -314,6 +346,12 @@ class Settings:
         no authentication."""
         own = ((self.rtsp_user, self.rtsp_password),) if self.rtsp_user else ()
         return own + self.rtsp_file_users
+
+    @property
+    def recorded_bitrate(self) -> int:
+        """The recorded video's bitrate, bit/s: RECORD_BITRATE, or VIDEO_BITRATE when the recording
+        is the stream's (RECORD_SOURCE=stream)."""
+        return self.video_bitrate if self.record_source == "stream" else self.record_bitrate
 
     @property
     def frame_bytes(self) -> int:

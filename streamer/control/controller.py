@@ -5,6 +5,12 @@ is ready; every worker is its own process and process group, and every line it l
 under its name. Then it watches them: a worker that exits, or that is alive but stalled (no
 progress report for its stall limit, or no frames while it should have some), has failed.
 
+At its start it runs the encoder check (``python -m streamer.media.encoder_check``, a child:
+``control.encoder_choice``) while the feeder starts, and gives the consumers its choice as
+``ENCODER=<kind>``: a requested encoder this machine lacks, or that fails its self-test, stops the
+controller with exit status 2. A hardware encoder whose workers keep
+failing is replaced by x264 from the next start on (``policies.EncoderFallback``).
+
 A failure stops the whole stack (consumers first, so files are finalised; SIGTERM, a grace
 period, then SIGKILL), clears what killed workers leave behind, and starts it again after a
 pause: the shortest after a lone failure of a settled run, growing while a crash loop goes on.
@@ -29,8 +35,9 @@ from streamer import config
 from streamer.config import Settings
 from streamer.control import hygiene
 from streamer.control.children import Child, ChildSet, WorkerSpec
+from streamer.control.encoder_choice import EncoderCheck, EncoderCheckError, EncoderChoice
 from streamer.control.instance import AlreadyRunning, InstanceLock
-from streamer.control.policies import ProgressWatch, RestartPolicy
+from streamer.control.policies import EncoderFallback, ProgressWatch, RestartPolicy
 from streamer.control.publisher import StatePublisher
 from streamer.control.systemd import Notifier
 from streamer.control.workers import FEEDER, Worker, consumer_specs, service_specs, stall_limit
@@ -40,6 +47,7 @@ from streamer.runtime.worker import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 NAME = "drone"
 READY_TIMEOUT_S = 15.0
 WATCH_INTERVAL_S = 0.2
+ENCODER_CHECK_POLL_S = 0.05  # the loop's turn while the encoder check runs
 
 EXIT_ALREADY_RUNNING = EXIT_FAILURE
 
@@ -47,9 +55,11 @@ EXIT_ALREADY_RUNNING = EXIT_FAILURE
 class StackFailed(Exception):
     """The current run of the stack has to end because a worker failed; the message says why."""
 
-    def __init__(self, reason: str, cause: str, quiet_s: float) -> None:
-        super().__init__(f"{reason}: stopping the stack")
-        self.reason = reason  # e.g. "recorder stalled (no report for 20.1 s)"
+    def __init__(self, worker: str, problem: str, cause: str, quiet_s: float) -> None:
+        self.reason = f"{worker} {problem}"  # e.g. "recorder stalled (no report for 20.1 s)"
+        super().__init__(f"{self.reason}: stopping the stack")
+        self.worker = worker
+        self.problem = problem
         self.cause = cause  # state.cause_of the worker's problem
         self.quiet_s = quiet_s  # how long the failed worker had not been progressing
 
@@ -72,6 +82,12 @@ class Controller:
         self.notifier = Notifier.from_environ(os.environ, log)  # systemd's, when run as its service
         self._stop_requested = False
         self._owned_pids: set[int] = set()
+        # The encoder check's choice, and the encoder the stack's workers get (set before the
+        # stack's first start).
+        self._encoder_check: EncoderCheck | None = None  # while it runs
+        self._encoder_refused: EncoderCheckError | None = None
+        self.encoder_choice: EncoderChoice | None = None
+        self.encoder: EncoderFallback | None = None
 
     def request_stop(self, signum: int, _frame: FrameType | None = None) -> None:
         if not self._stop_requested:
@@ -102,11 +118,17 @@ class Controller:
         self.published.start()
         try:
             self._start_services()
+            self._encoder_check = self._start_encoder_check()
             self._keep_running()
         except ConfigurationFailed as err:
             self.log.error("%s: not restarting", err)  # _keep_running has stopped the stack
             return EXIT_CONFIG
+        except EncoderCheckError as err:  # only a configuration error leaves _choose_encoder
+            self.log.error("configuration error: %s", err)
+            return EXIT_CONFIG
         finally:
+            if self._encoder_check is not None:  # stopped before it answered
+                self._encoder_check.cancel()
             self._stop_services()
             hygiene.forget_recording_wish(self.settings)
             self.published.finish()  # before the lock goes: a new stack may publish at once
@@ -114,6 +136,77 @@ class Controller:
             self.notifier.close()
         self.log.info("stopped")
         return EXIT_OK
+
+    # --- the encoder
+
+    def _start_encoder_check(self) -> EncoderCheck:
+        """Start the encoder check. It runs while the feeder starts (which needs no encoder);
+        every turn of the controller's loops looks for its answer (``_poll_encoder_check``)."""
+        check = EncoderCheck(log=logging.getLogger("encoder_check")).start()
+        self.log.info("checking the H.264 encoders (ENCODER=%s, pid %d)", self.settings.encoder, check.pid)
+        return check
+
+    def _poll_encoder_check(self) -> None:
+        """Take the encoder check's answer, once there is one: its choice for the stack's
+        workers; a refusal of the settings (an encoder this machine cannot give) is kept for
+        ``_raise_if_refused``. A check that fails otherwise (crashed, timed out) leaves the
+        requested encoder, or x264 for ``auto``, with a warning."""
+        check, requested = self._encoder_check, self.settings.encoder
+        if check is None:
+            return
+        try:
+            choice = check.poll()
+        except EncoderCheckError as err:
+            if err.config_error:
+                self._encoder_check, self._encoder_refused = None, err
+                return
+            kind = config.ENCODER_FALLBACK if requested == config.ENCODER_AUTO else requested
+            self.log.warning("%s: using %s", err, kind)
+            choice = EncoderChoice(kind, {kind: f"used without the encoder check ({err})"}, ())
+        if choice is None:
+            return
+        self._encoder_check = None
+        self.encoder_choice = choice
+        self.encoder = EncoderFallback(choice.chosen)
+        # (The check has logged every kind's reason, relayed as encoder_check's.)
+        self.log.info(
+            "encoder for the stack: %s (ENCODER=%s; %s)",
+            choice.chosen,
+            requested,
+            choice.reasons.get(choice.chosen, "chosen"),
+        )
+        self.published.encoder(requested, choice.chosen, choice.reasons)
+
+    def _raise_if_refused(self) -> None:
+        """Raise EncoderCheckError (exit status 2, no retry) once the check has refused the
+        settings."""
+        if self._encoder_refused is not None:
+            raise self._encoder_refused
+
+    def _choose_encoder(self) -> None:
+        """Wait for the encoder check's answer (the feeder and the services looked after)."""
+        assert self.encoder or self._encoder_check or self._encoder_refused, "the check was started"
+        while self.encoder is None and not self._stop_requested:
+            self._raise_if_refused()
+            self._tend(ENCODER_CHECK_POLL_S)
+        self._raise_if_refused()
+
+    def _encoder_failed(self, worker: str, problem: str) -> None:
+        """A worker failed: counts towards giving up a hardware encoder."""
+        if self.encoder is None or self.encoder_choice is None:
+            return
+        why = self.encoder.failed(worker, problem)
+        if why is None:
+            return
+        self.log.warning("giving up the hardware encoder until the controller restarts: %s", why)
+        self.published.encoder(self.settings.encoder, self.encoder.kind, self.encoder_choice.reasons, why)
+
+    def _stack_environment(self) -> dict[str, str]:
+        """The environment of the stack's workers: ours, with the encoder to use (once chosen:
+        the feeder's first start, which encodes nothing, does not wait for the check)."""
+        if self.encoder is None:
+            return dict(os.environ)
+        return {**os.environ, "ENCODER": self.encoder.kind}
 
     def _keep_running(self) -> None:
         while not self._stop_requested:
@@ -128,6 +221,7 @@ class Controller:
                 self._stop_stack()
             if self._stop_requested or failure is None:
                 return
+            self._encoder_failed(failure.worker, failure.problem)
             delay = self.policy.failed(failure.quiet_s)
             self.published.restarted("stack", failure.reason, delay, failure.cause)
             self.notifier.status(f"restarting in {delay:.1f} s after: {failure.reason}")
@@ -149,6 +243,8 @@ class Controller:
         self.published.stack(state.STARTING)
         self.notifier.status("starting")
         self._start_and_wait_ready([FEEDER])
+        if self.encoder is None and not self._stop_requested:
+            self._choose_encoder()  # the encoder check ran while the feeder started
         self._start_and_wait_ready(consumer_specs(self.settings))
         if self._stop_requested:
             return
@@ -169,6 +265,7 @@ class Controller:
             self._spawn(self._worker(spec))
         while not self._stop_requested and not all(self.workers[spec].ready for spec in specs):
             self._tend()
+            self._raise_if_refused()  # e.g. ENCODER=v4l2 here, found while a camera is missing
             for spec in specs:
                 worker = self.workers[spec]
                 problem = self._problem(worker)
@@ -179,6 +276,7 @@ class Controller:
         """One turn of every watching loop: relay output and reports for up to ``timeout_s``,
         look after the services, publish."""
         self.children.pump(timeout_s)
+        self._poll_encoder_check()
         self._check_services()
         self.published.tick()
         self.notifier.watchdog()
@@ -228,7 +326,7 @@ class Controller:
     def _failed(self, worker: Worker, problem: str) -> StackFailed:
         self.published.worker_failed(worker.name, problem)
         quiet_s = worker.watch.quiet_s() if worker.ready else 0.0
-        return StackFailed(f"{worker.name} {problem}", state.cause_of(problem), quiet_s)
+        return StackFailed(worker.name, problem, state.cause_of(problem), quiet_s)
 
     def _problem(self, worker: Worker) -> str | None:
         """Why ``worker`` has failed, or None. Also takes in its status reports."""
@@ -273,7 +371,8 @@ class Controller:
         )
 
     def _spawn(self, worker: Worker) -> None:
-        child = Child.spawn(worker.spec)
+        service = worker.spec in self.services
+        child = Child.spawn(worker.spec, env=None if service else self._stack_environment())
         self.children.add(child)
         self._owned_pids.add(child.pid)
         self.lock.record(sorted(self._owned_pids))
@@ -289,6 +388,7 @@ class Controller:
         assert worker.child is not None
         self.log.warning("%s %s: restarting it alone (%s)", worker.name, problem, why)
         self.published.worker_failed(worker.name, problem)
+        self._encoder_failed(worker.name, problem)
         delay = worker.policy.failed(worker.watch.quiet_s() if worker.ready else 0.0)
         restart_at = time.monotonic() + delay  # counted from the failure, stopping included
         for child, ending in self.children.stop([[worker.child]], self.settings.stop_grace_s):

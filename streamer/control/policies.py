@@ -1,5 +1,5 @@
-"""Pure policies of the controller, testable on a fake clock: when to restart, and when a worker
-counts as stalled. No processes, no GStreamer here.
+"""Pure policies of the controller, testable on a fake clock: when to restart, when a worker
+counts as stalled, and when to give up a hardware encoder. No processes, no GStreamer here.
 """
 
 from __future__ import annotations
@@ -8,6 +8,8 @@ import collections
 import time
 from collections.abc import Callable
 from typing import Any
+
+from streamer import config
 
 # A run that has been ready and progressing this long has settled: its failure is a lone one.
 SETTLE_S = 10.0
@@ -119,3 +121,76 @@ class ProgressWatch:
         if now - self._last_advance > self.limit_s:
             return f"no frames for {now - self._last_advance:.1f} s"
         return None
+
+
+# The fallback from a hardware encoder after repeated failures of the workers that encode.
+ENCODER_WORKERS = ("recorder", "rtsp")
+ENCODER_FALLBACK_FAILURES = 3
+ENCODER_FALLBACK_WINDOW_S = 600.0
+# Deaths from outside (an operator's kill, the OOM killer, a test): not the encoder's doing.
+_KILLED_FROM_OUTSIDE = ("killed by SIGKILL", "killed by SIGTERM", "killed by SIGINT")
+
+
+def encoder_may_be_at_fault(worker: str, problem: str) -> bool:
+    """Whether ``worker``'s failure (``problem`` as the controller words it: "stalled (...)",
+    "exited with status 1", "killed by SIGSEGV", "was not ready within 15 s") may be its
+    encoder's: a failure of a worker that encodes (the recorder, the RTSP worker) that no one
+    caused from outside. A hardware encoder stuck in its driver shows as a stall; one that
+    crashes in it, as an exit or a signal like SIGSEGV or SIGBUS."""
+    return worker in ENCODER_WORKERS and not problem.startswith(_KILLED_FROM_OUTSIDE)
+
+
+class EncoderFallback:
+    """Which encoder the stack's workers get, and the fall back to software after repeated
+    failures a hardware encoder may be behind.
+
+    ``chosen``: the encoder check's choice. While it is a hardware encoder (not one of
+    ``software``), each failure ``encoder_may_be_at_fault`` is counted in a sliding window of
+    ``window_s``; the ``limit``-th makes ``kind`` the ``fallback`` (x264) from the next start
+    on, for as long as this object lives (the controller's life: a new controller tries the
+    hardware again), and ``reason`` says why. Call ``failed`` for every failure of a worker,
+    whether it restarted the stack or the worker alone.
+    """
+
+    def __init__(
+        self,
+        chosen: str,
+        *,
+        fallback: str = config.ENCODER_FALLBACK,
+        software: tuple[str, ...] = config.ENCODER_SOFTWARE,
+        limit: int = ENCODER_FALLBACK_FAILURES,
+        window_s: float = ENCODER_FALLBACK_WINDOW_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.chosen = chosen
+        self.kind = chosen
+        self.fallback = fallback
+        self.limit = limit
+        self.window_s = window_s
+        self.reason: str | None = None  # set once fallen back
+        self._armed = chosen not in software and chosen != fallback
+        self._clock = clock
+        self._failures: collections.deque[float] = collections.deque()
+
+    @property
+    def failures(self) -> int:
+        """Failures counted in the window."""
+        return len(self._failures)
+
+    def failed(self, worker: str, problem: str) -> str | None:
+        """Count ``worker``'s failure; the reason when this one makes the stack fall back to
+        software (once), else None."""
+        if not self._armed or self.reason is not None or not encoder_may_be_at_fault(worker, problem):
+            return None
+        now = self._clock()
+        while self._failures and now - self._failures[0] > self.window_s:
+            self._failures.popleft()
+        self._failures.append(now)
+        if len(self._failures) < self.limit:
+            return None
+        self.kind = self.fallback
+        self.reason = (
+            f"{self.chosen} replaced by {self.fallback}: {len(self._failures)} failures of the recorder "
+            f"or the RTSP worker within {self.window_s:.0f} s while it encoded (the last: {worker} {problem})"
+        )
+        return self.reason

@@ -56,6 +56,18 @@ class StatePublisher:
         self.state.restarted(scope, reason, round(delay_s, 3), cause)
         self.publish()
 
+    def encoder(
+        self, requested: str, chosen: str, reasons: dict[str, str], fallback: str | None = None
+    ) -> None:
+        """The encoder the stack's workers get (``state.StackState.encoder``)."""
+        self.state.encoder = {
+            "requested": requested,
+            "chosen": chosen,
+            "reasons": dict(reasons),
+            "fallback": fallback,
+        }
+        self.publish()
+
     def worker_started(self, name: str, pid: int) -> None:
         worker = self.state.worker(name)
         if worker.started_at is not None:  # the controller only starts a worker again after a failure

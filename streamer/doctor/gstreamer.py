@@ -1,5 +1,5 @@
-"""GStreamer: the Python bindings and typelibs, the version, and every element the settings'
-pipelines need.
+"""GStreamer: the Python bindings and typelibs, the version, the H.264 encoder ENCODER comes to
+on this machine, and every element the settings' pipelines need.
 
 The bindings are checked in a child interpreter first: importing ``streamer.media.gst`` with one
 of them missing would fail on the first, and the doctor should name them all. Only when they
@@ -8,7 +8,9 @@ load is GStreamer imported here (through ``streamer.media.gst``, the one module 
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import shlex
 import subprocess
 import sys
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from streamer.config import Settings
 from streamer.doctor.report import Check
-from streamer.media import pipelines
+from streamer.media import encoders, pipelines
 
 if TYPE_CHECKING:
     from streamer.media.gst import Gst
@@ -43,6 +45,7 @@ ELEMENT_PACKAGES = {
     **dict.fromkeys(("rtspsrc", "rtph264depay", "flvmux"), GOOD),
     "rtspclientsink": "gstreamer1.0-rtsp",
     "x264enc": UGLY,
+    **encoders.ELEMENT_PACKAGES,  # every encoder's elements (x264enc's among them)
 }
 # Properties whose value is itself an element description (splitmuxsink's muxer and sink).
 _ELEMENT_PROPERTIES = ("muxer=", "sink=")
@@ -123,10 +126,13 @@ def _fix_venv() -> str:
 
 
 def checks(settings: Settings) -> list[Check]:
-    """Version, elements and pipelines (call only once ``bindings`` passed)."""
+    """Version, the encoder, elements and pipelines (call only once ``bindings`` passed). The
+    pipelines are checked with the encoder the stack would use here."""
     from streamer.media.gst import Gst
 
-    found = [version(Gst), *elements(settings, Gst)]
+    encoder_row, kind = encoder(settings)
+    with_encoder = dataclasses.replace(settings, encoder=kind)
+    found = [version(Gst), encoder_row, *elements(with_encoder, Gst)]
     if settings.enable_http and settings.enable_rtsp:
         found.append(live_view())
     return found
@@ -141,6 +147,51 @@ def live_view() -> Check:
         packages = " ".join(sorted({*gst.WEBRTC_ELEMENTS.values(), gst.WEBRTC_BINDINGS_PACKAGE}))
         return Check.failed("live view (WebRTC)", f"missing: {missing}", f"{_SETUP} {packages})")
     return Check.passed("live view (WebRTC)", "webrtcbin, libnice and GStreamer's WebRTC bindings")
+
+
+def encoder(settings: Settings) -> tuple[Check, str]:
+    """The encoder ENCODER comes to on this machine, by the controller's own choice
+    (``encoder_check.choose_encoder``: the elements present, and the self-test of each
+    candidate tried), what ``auto`` would pick when ENCODER names one, and the kind to check
+    the pipelines with (x264 when none can be used)."""
+    from streamer.media import encoder_check
+
+    quiet = logging.getLogger("streamer.doctor.encoder")  # the reasons go into the row instead
+    quiet.addHandler(logging.NullHandler())
+    quiet.propagate = False
+
+    def choose(requested: str) -> encoder_check.EncoderChoice:
+        return encoder_check.choose_encoder(
+            requested,
+            width=settings.video_width,
+            height=settings.video_height,
+            fps=settings.video_fps,
+            bitrate_bps=settings.video_bitrate,
+            log=quiet,
+        )
+
+    choice = choose(settings.encoder)
+    has = ", ".join(choice.available) or "none"
+    auto = choice if settings.encoder == encoders.AUTO else choose(encoders.AUTO)
+    auto_picks = (
+        f"; auto would pick {auto.chosen}" if settings.encoder != encoders.AUTO and auto.chosen else ""
+    )
+    if choice.chosen is None:
+        fix = (
+            f"set ENCODER to one this machine has ({has}) or to auto, or install what the one asked "
+            "for needs (docs/encoders.md)"
+        )
+        return Check.failed("encoder", f"{choice.error}{auto_picks}", fix), encoders.FALLBACK
+    skipped = [
+        f"{kind} ({why})"
+        for kind, why in auto.reasons.items()
+        if kind in auto.available and kind != auto.chosen and why.startswith("self-test failed")
+    ]
+    why = choice.reasons[choice.chosen]
+    detail = f"ENCODER={settings.encoder} → {choice.chosen} ({why}); this machine has: {has}{auto_picks}"
+    if skipped:
+        detail += "; auto skipped: " + ", ".join(skipped)
+    return Check.passed("encoder", detail), choice.chosen
 
 
 def version(gst: type[Gst]) -> Check:

@@ -126,13 +126,13 @@ def disk_space(s: Settings) -> Check:
     keep = max(min_bytes, int(fraction * usage.total))
     recorded = _recorded_bytes(s.ssd_path)
     rate = layout.recording_bytes_per_second(
-        s.record_bitrate, s.video_width, s.video_height, s.enable_video, s.enable_images
+        s.recorded_bitrate, s.video_width, s.video_height, s.enable_video, s.enable_images
     )
     hours = (usage.free + recorded - keep) / rate / 3600
     what = " + ".join(
         part
         for part, on in (
-            (f"video at {s.record_bitrate / 1e6:g} Mbit/s", s.enable_video),
+            (f"video at {s.recorded_bitrate / 1e6:g} Mbit/s", s.enable_video),
             ("a JPEG a second", s.enable_images),
         )
         if on

@@ -87,10 +87,7 @@ class Session:
             pipelines.live_session(settings, pipelines.live_rtsp_url(settings), offer.payload_type)
         )
         source = self.pipeline.get_by_name(pipelines.LIVE_SOURCE_ELEMENT)
-        if settings.rtsp_auth:
-            user, password = settings.rtsp_credentials[0]
-            source.set_property("user-id", user)
-            source.set_property("user-pw", password)
+        gst.sign_in(source, settings.rtsp_credentials)
         self.webrtc = self.pipeline.get_by_name(pipelines.LIVE_WEBRTC_ELEMENT)
         payloader = self.pipeline.get_by_name(pipelines.LIVE_PAYLOADER_ELEMENT)
         self._probes = [gst.probe_buffers(payloader, "sink", self._count_frame)]

@@ -20,7 +20,7 @@ gi.require_version("GstRtspServer", "1.0")
 gi.require_version("GstPbutils", "1.0")
 from gi.repository import Gio, GLib, GObject, Gst, GstPbutils, GstRtsp, GstRtspServer, GstVideo  # noqa: E402
 
-from streamer.media import capture_time  # noqa: E402
+from streamer.media import capture_time, encoders  # noqa: E402
 from streamer.runtime.geotag import Geotag  # noqa: E402
 from streamer.runtime.worker import EXIT_FAILURE, EXIT_OK  # noqa: E402
 
@@ -114,14 +114,25 @@ class PipelineRunner:
         self.pipeline.send_event(Gst.Event.new_eos())
         self._expect_eos()
 
+    @property
+    def finishing(self) -> bool:
+        """Whether the pipeline is on its way out (told to stop, or finishing after a failure)."""
+        return self._stopping
+
     def finish_after(self, element: Gst.Element) -> None:
         """Finish with EOS when ``element``, a source, has failed and can no longer send it:
         EOS is pushed into whatever follows it, so muxers downstream still finalise."""
+        self.finish_into(element.get_static_pad("src").get_peer(), after=element.get_name())
+
+    def finish_into(self, *pads: Gst.Pad, after: str) -> None:
+        """Finish with EOS pushed into ``pads`` (the sink pads behind sources that failed or
+        ended, ``after`` names them for the log), so muxers downstream still finalise."""
         if self._stopping:
             return
         self._stopping = True
-        self.log.info("finishing: sending end-of-stream after %s", element.get_name())
-        element.get_static_pad("src").get_peer().send_event(Gst.Event.new_eos())
+        self.log.info("finishing: sending end-of-stream after %s", after)
+        for pad in pads:
+            pad.send_event(Gst.Event.new_eos())
         self._expect_eos()
 
     def _expect_eos(self) -> None:
@@ -237,12 +248,59 @@ def time_by_capture(source: Gst.Element, frame_bytes: int, log: logging.Logger) 
     source.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, probe)
 
 
-def force_keyframes(encoder: Gst.Element, gop_index: Callable[[int], int]) -> None:
+def version() -> tuple[int, int]:
+    """The GStreamer this process runs, (major, minor): what some encoders' handling of forced
+    keyframes depends on (``encoders.honours_forced_keyframes``)."""
+    major, minor, _micro, _nano = Gst.version()
+    return major, minor
+
+
+# How ``force_keyframe`` asked for a keyframe.
+BY_EVENT, BY_SIGNAL = "event", "signal"
+
+
+def force_keyframe(encoder: Gst.Element, kind: str, frame: tuple[int, int, int, int] | None = None) -> str:
+    """Ask ``encoder``, an element of encoder kind ``kind`` (``encoders.EncoderKind``), for a
+    keyframe: the one place that knows the encoders differ here, used by the RTSP worker (a new
+    viewer) and the recorder (``force_keyframes``).
+
+    - Most encoders (GstVideoEncoder subclasses) take a GstForceKeyUnit event, with SPS/PPS.
+      ``frame`` None: "as soon as possible", an upstream event into the encoder's source pad
+      (the RTSP worker's, for a new viewer). ``frame`` = (pts, stream time, running time,
+      count): a downstream event into its sink pad for that frame, sent from a probe there
+      ahead of it (the recorder's timed GOPs; a request naming its frame is not merged into a
+      keyframe still being worked on).
+    - nvv4l2h264enc ignores the event; its action signal ``force-IDR`` makes the next frame it
+      takes an IDR (``encoders.keyframe_signal``).
+
+    Returns ``BY_EVENT`` or ``BY_SIGNAL``. (Whether the keyframe comes out as an IDR frame also
+    depends on the GStreamer version for some kinds, see ``encoders.honours_forced_keyframes``;
+    asking is harmless where it is ignored.)"""
+    signal_name = encoders.keyframe_signal(kind)
+    if signal_name is not None:
+        encoder.emit(signal_name)
+        return BY_SIGNAL
+    if frame is None:
+        event = GstVideo.video_event_new_upstream_force_key_unit(Gst.CLOCK_TIME_NONE, True, 0)
+        encoder.get_static_pad("src").send_event(event)
+    else:
+        pts, stream_time, running_time, count = frame
+        event = GstVideo.video_event_new_downstream_force_key_unit(
+            pts, stream_time, running_time, True, count
+        )
+        encoder.get_static_pad("sink").send_event(event)
+    return BY_EVENT
+
+
+def force_keyframes(
+    encoder: Gst.Element, gop_index: Callable[[int], int], kind: str = encoders.EncoderKind.X264
+) -> None:
     """Make the first frame of each GOP a keyframe, GOPs numbered by time: ``gop_index`` maps a
-    frame's PTS less the first frame's PTS (ns) to the number of its GOP. When it grows, a
-    downstream force-key-unit event (with SPS/PPS) goes into ``encoder`` ahead of that frame,
-    and the encoder makes it an IDR frame. (A keyframe interval in frames drifts from the
-    intended times whenever frames are dropped in front of the encoder.)
+    frame's PTS less the first frame's PTS (ns) to the number of its GOP. When it grows, the
+    encoder (of kind ``kind``) is asked for a keyframe ahead of that frame
+    (``force_keyframe``: a downstream force-key-unit event with SPS/PPS, or the encoder's own
+    signal), and it makes that frame an IDR frame. (A keyframe interval in frames drifts from
+    the intended times whenever frames are dropped in front of the encoder.)
 
     The probe sits on the encoder's sink pad, so it sees only frames that are encoded. Each
     event names its frame's running time: the encoder merges requests without one ("as soon
@@ -265,11 +323,7 @@ def force_keyframes(encoder: Gst.Element, gop_index: Callable[[int], int]) -> No
             segment = pad.get_sticky_event(Gst.EventType.SEGMENT, 0).parse_segment()
             stream_time = segment.to_stream_time(Gst.Format.TIME, pts)
             running_time = segment.to_running_time(Gst.Format.TIME, pts)
-            pad.send_event(
-                GstVideo.video_event_new_downstream_force_key_unit(
-                    pts, stream_time, running_time, True, index
-                )
-            )
+            force_keyframe(encoder, kind, (pts, stream_time, running_time, index))
         return Gst.PadProbeReturn.OK
 
     encoder.get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER, probe)
@@ -641,6 +695,15 @@ def count_received(webrtc: Gst.Element, callback: Callable[[Gst.Buffer], None]) 
 # --- Publishing (the publish worker)
 
 
+def sign_in(source: Gst.Element, credentials: tuple[tuple[str, str], ...]) -> None:
+    """Give an ``rtspsrc`` of our own RTSP server the first of its ``credentials`` (the
+    settings' ``rtsp_credentials``; none: no access control), as properties: never in a
+    description, never logged."""
+    if credentials:
+        user, password = credentials[0]
+        set_properties(source, {"user-id": user, "user-pw": password})
+
+
 def set_properties(element: Gst.Element, properties: dict[str, str | int]) -> None:
     """Set each property of ``element``; an enum or flags property may be given by its nick
     (e.g. rtmp2sink's ``scheme="rtmps"``). Values are set as they are (never parsed), so a
@@ -675,6 +738,25 @@ def count_into(element: Gst.Element, callback: Callable[[int, int], None]) -> Ca
 
     probe_id = pad.add_probe(Gst.PadProbeType.BUFFER | Gst.PadProbeType.BUFFER_LIST, probe)
     return lambda: pad.remove_probe(probe_id)
+
+
+def on_end_of_stream(element: Gst.Element, pad_name: str, callback: Callable[[], None]) -> None:
+    """Call ``callback()`` from the main loop when end-of-stream passes ``element``'s pad (a
+    source of one branch that ended on its own, e.g. an RTSP server that went away)."""
+
+    def probe(_pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
+        if info.get_event().type == Gst.EventType.EOS:
+            in_main_loop(callback)
+        return Gst.PadProbeReturn.OK
+
+    element.get_static_pad(pad_name).add_probe(Gst.PadProbeType.EVENT_DOWNSTREAM, probe)
+
+
+def comes_from(message: Gst.Message, element: Gst.Element) -> bool:
+    """Whether ``message`` was posted by ``element`` or by an element inside it (a bin)."""
+    return message.src is element or (
+        isinstance(message.src, Gst.Object) and message.src.has_as_ancestor(element)
+    )
 
 
 def drop_to_keyframe_after_gap(

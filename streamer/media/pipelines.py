@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from streamer.config import Settings
 from streamer.config.parsers import PublishDestination
-from streamer.media import camera, capture_time
+from streamer.media import camera, capture_time, encoders
 from streamer.media.camera import raw_caps
+from streamer.media.encoders import EncoderKind, Purpose
 from streamer.storage import layout
 
 # The shared-memory area must hold every frame a reader may still reference: a queue plus an
@@ -24,13 +25,8 @@ RECORD_CHUNK_S = 5.5
 RECORD_FRAGMENT_MS = 500
 # Encoded video the recorder may buffer while the disk is slow, before its raw input leaks.
 RECORD_WRITE_BUFFER_NS = 3_000_000_000
-# x264 for the recording: no scene-cut keyframes (chunk lengths stay exact), and no frame delay
-# (with bframes=0 and sliced threads): a forced keyframe requested while the encoder still holds
-# frames for an earlier one is lost in GStreamer 1.22, and with a camera delivering half its rate
-# (low light) GOPs of 0.5 s are 7 frames, fewer than superfast's look-ahead: the keyframes then
-# came only every key-int-max frames and chunks were 4 s, not 5.5 s.
-RECORD_X264_OPTIONS = "scenecut=0:rc-lookahead=0:sync-lookahead=0"
-# Raw frames the recorder's encoder branch buffers in front of x264 (taken from the shm area).
+# Raw frames the recorder's encoder branch buffers in front of its encoder (taken from the shm
+# area).
 RECORD_RAW_QUEUE_FRAMES = 6
 
 # RTSP: the stream's keyframe interval, and the frames queued in front of its encoder (one:
@@ -52,12 +48,38 @@ VIDEO_QUEUE_ELEMENT = "video_queue"
 IMAGE_QUEUE_ELEMENT = "image_queue"
 VIDEO_ENCODER_ELEMENT = "video_encoder"
 VIDEO_SINK_ELEMENT = "video_chunks"
+RECORD_STREAM_SOURCE_ELEMENT = "record_stream"  # RECORD_SOURCE=stream: our RTSP stream, recorded
+RECORD_STREAM_DEPAY_ELEMENT = "record_depay"
 STREAM_QUEUE_ELEMENT = "stream_queue"
 STREAM_ENCODER_ELEMENT = "stream_encoder"
 PAYLOADER_ELEMENT = "pay0"  # the name gst-rtsp-server looks for
 IMAGE_SINK_ELEMENT = "snapshots"
 FRAME_QUEUE_ELEMENT = "frame_queue"
 FRAME_SINK_ELEMENT = "latest_frame"
+
+
+# The oldest GStreamer the stack runs on (doctor checks it): what a description assumes when it
+# is not told the version the worker runs (``recorder``'s ``gst_version``).
+OLDEST_GSTREAMER = (1, 22)
+
+
+def encoder_kind(s: Settings) -> EncoderKind:
+    """The H.264 encoder of the stream and the recording. Under the controller, ENCODER is
+    always a kind: the controller runs the encoder check before the stack starts and gives the
+    workers its choice (``ENCODER=<kind>`` in their environment), so ``auto`` never reaches a
+    pipeline there. A worker run on its own with ``ENCODER=auto``, and a description built
+    from the bare settings (tests, bench), get x264, the fallback, as before encoders could be
+    chosen; ``python -m streamer.media.encoder_check`` says what ``auto`` would pick."""
+    return encoders.FALLBACK if s.encoder == encoders.AUTO else EncoderKind(s.encoder)
+
+
+def describe_encoder(s: Settings) -> str:
+    """``encoder_kind`` for a worker's log: ``x264``, or ``x264 (ENCODER=auto outside the
+    controller: the fallback)``."""
+    kind = encoder_kind(s)
+    return (
+        f"{kind} (ENCODER=auto outside the controller: the fallback)" if s.encoder == encoders.AUTO else kind
+    )
 
 
 def shm_frame_bytes(s: Settings) -> int:
@@ -172,12 +194,19 @@ def record_max_chunk_ns(fps: int) -> int:
     return gops * record_gop_ns(fps) + record_gop_ns(fps) // 2
 
 
-def record_encoder_key_int_max(fps: int) -> int:
-    """x264's own keyframe interval, in frames: twice a GOP. The forced keyframes come a GOP's
-    time apart, which holds a GOP of frames or fewer (when frames are dropped), so x264 adds
-    none of its own; should forcing fail, GOPs still stay bounded."""
+def record_encoder_key_int_max(
+    fps: int, kind: EncoderKind | str = EncoderKind.X264, gst_version: tuple[int, int] = OLDEST_GSTREAMER
+) -> int:
+    """The recording encoder's own keyframe interval, in frames. Where forced keyframes give
+    IDR frames (x264, openh264, ...: ``encoders.honours_forced_keyframes``), twice a GOP: the
+    forced keyframes come a GOP's time apart, which holds a GOP of frames or fewer (when frames
+    are dropped), so the encoder adds none of its own; should forcing fail, GOPs still stay
+    bounded. Where they do not (v4l2h264enc before 1.24, nvv4l2h264enc: its ``force-IDR``
+    signal is emitted instead but its timing is not checked here, vah264enc before 1.26), the
+    GOP itself, so chunks can still split near their length
+    (``encoders.record_keyframe_interval``)."""
     gop, _ = record_keyframes(fps)
-    return 2 * gop
+    return encoders.record_keyframe_interval(kind, gop, gst_version)
 
 
 def recorder(
@@ -188,6 +217,7 @@ def recorder(
     *,
     video: bool | None = None,
     images: bool | None = None,
+    gst_version: tuple[int, int] = OLDEST_GSTREAMER,
 ) -> str:
     """Recorder socket → the latest frame, for snapshots on demand, and H.264 MP4 chunks and/or
     one JPEG per second into ``session_dir`` (``video`` / ``images``: which of these to record,
@@ -198,22 +228,24 @@ def recorder(
     not hold end-of-stream back for a frame nobody pulled). The recording branches hang off
     the tee by name after it.
 
-    Video: x264 with keyframes at fixed times (GOPs of ``record_gop_ns``, chosen by
-    ``record_keyframes`` so that whole GOPs make up a 5.5 s chunk), forced by the recorder
-    from the frames' timestamps (``gst.force_keyframes``), not counted in frames: frames the
-    leaky queue drops would otherwise stretch the GOPs and end a chunk one GOP early. x264's
-    own interval (``record_encoder_key_int_max``) is only a backstop, and it adds no scene-cut
-    keyframes. splitmuxsink measures each chunk from its own first frame. (Its
-    ``send-keyframe-requests`` aims at running time from 0, which cuts the first chunk of a
-    live source short.)
+    Video: the encoder ``encoder_kind`` names (x264 by default; its recording settings:
+    ``encoders.encoder_chain`` with ``Purpose.RECORD``) with keyframes at fixed times (GOPs of
+    ``record_gop_ns``, chosen by ``record_keyframes`` so that whole GOPs make up a 5.5 s
+    chunk), forced by the recorder from the frames' timestamps (``gst.force_keyframes``), not
+    counted in frames: frames the leaky queue drops would otherwise stretch the GOPs and end a
+    chunk one GOP early. The encoder's own interval (``record_encoder_key_int_max``, for the
+    GStreamer ``gst_version`` the recorder runs on) is only a backstop where forced keyframes
+    work, and it adds no scene-cut keyframes. splitmuxsink measures each chunk from its own
+    first frame. (Its ``send-keyframe-requests`` aims at running time from 0, which cuts the
+    first chunk of a live source short.)
 
-    The muxer writes fragmented MP4, index first, and finalises it into a plain MP4 on EOS: a
-    chunk cut short by SIGKILL still plays up to its last 0.5 s fragment. The file sink is
-    unbuffered so finished fragments reach the kernel at once. (``muxer`` and ``sink`` are set
-    in the description: setting them later from Python is silently ignored.)
+    The chunks: ``video_chunks`` (fragmented MP4, crash-safe). A leaky queue in front of the
+    encoder drops raw frames while the disk is too slow; encoded frames are never dropped,
+    which would corrupt the stream.
 
-    A leaky queue in front of the encoder drops raw frames while the disk is too slow; encoded
-    frames are never dropped, which would corrupt the stream.
+    RECORD_SOURCE=stream: the video is the stream's, taken from our RTSP server
+    (``record_stream_video``), not encoded here; the tee then feeds only the latest frame and
+    the images.
 
     ``session_dir`` is made by ``streamer.storage`` from the validated SSD_PATH; numbering
     starts at ``first_chunk`` / ``first_image`` (a recording resumed in the same session).
@@ -223,19 +255,17 @@ def recorder(
     if (video or images) and session_dir is None:
         raise ValueError("recording needs a session folder")
     branches = []
-    if video:
+    stream_video = ""
+    if video and records_the_stream(s):
+        stream_video = f" {record_stream_video(s, video_chunks(s, session_dir, first_chunk))}"
+    elif video:
         branches.append(
             f"{_leaky_queue(VIDEO_QUEUE_ELEMENT, RECORD_RAW_QUEUE_FRAMES)} "
-            f"! x264enc name={VIDEO_ENCODER_ELEMENT} speed-preset=superfast "
-            f"bitrate={s.record_bitrate // 1000} key-int-max={record_encoder_key_int_max(s.video_fps)} "
-            f"bframes=0 sliced-threads=true option-string={RECORD_X264_OPTIONS} "
+            f"! {record_encoder(s, gst_version)} "
             "! h264parse "
             f"! queue name=video_write_queue max-size-time={RECORD_WRITE_BUFFER_NS} max-size-bytes=0 "
             "max-size-buffers=0 "
-            f'! splitmuxsink name={VIDEO_SINK_ELEMENT} location="{session_dir}/{layout.VIDEO_PATTERN}" '
-            f"start-index={first_chunk} max-size-time={record_max_chunk_ns(s.video_fps)} max-size-bytes=0 "
-            f'muxer="mp4mux fragment-duration={RECORD_FRAGMENT_MS} fragment-mode=first-moov-then-finalise" '
-            'sink="filesink buffer-mode=unbuffered"'
+            f"! {video_chunks(s, session_dir, first_chunk)}"
         )
     if images:
         branches.append(
@@ -252,23 +282,101 @@ def recorder(
     return (
         f"{shm_reader_source(s, s.shm_recorder_socket)} ! tee name={RECORDER_TEE_ELEMENT} ! {latest_frame}"
         + "".join(f" {RECORDER_TEE_ELEMENT}. ! {branch}" for branch in branches)
+        + stream_video
+    )
+
+
+def records_the_stream(s: Settings) -> bool:
+    """RECORD_SOURCE=stream: the recording is the stream encoder's output, not its own."""
+    return s.record_source == "stream"
+
+
+def video_chunks(s: Settings, session_dir: str | None, first_chunk: int) -> str:
+    """The chunk writer (``VIDEO_SINK_ELEMENT``) of H.264 that comes through ``h264parse``.
+
+    The muxer writes fragmented MP4, index first, and finalises it into a plain MP4 on EOS: a
+    chunk cut short by SIGKILL still plays up to its last 0.5 s fragment. The file sink is
+    unbuffered so finished fragments reach the kernel at once. (``muxer`` and ``sink`` are set
+    in the description: setting them later from Python is silently ignored.) splitmuxsink
+    splits on keyframes, before the GOP that would take the chunk past its ``max-size-time``.
+    """
+    max_chunk_ns = RECORD_STREAM_CHUNK_NS if records_the_stream(s) else record_max_chunk_ns(s.video_fps)
+    return (
+        f'splitmuxsink name={VIDEO_SINK_ELEMENT} location="{session_dir}/{layout.VIDEO_PATTERN}" '
+        f"start-index={first_chunk} max-size-time={max_chunk_ns} max-size-bytes=0 "
+        f'muxer="mp4mux fragment-duration={RECORD_FRAGMENT_MS} fragment-mode=first-moov-then-finalise" '
+        'sink="filesink buffer-mode=unbuffered"'
+    )
+
+
+# RECORD_SOURCE=stream: a chunk is the stream's whole GOPs (a keyframe every
+# STREAM_KEYFRAME_INTERVAL_S, and one forced for each new viewer) up to RECORD_CHUNK_S.
+RECORD_STREAM_CHUNK_NS = round(RECORD_CHUNK_S * 1_000_000_000)
+
+
+def record_stream_video(s: Settings, chunks: str) -> str:
+    """RECORD_SOURCE=stream: our RTSP stream's H.264, as it is (no decoder, no encoder), into
+    ``chunks``.
+
+    ``rtspsrc`` as the live worker's (TCP, interleaved, ``latency=0``; the RTSP server forces a
+    keyframe for the new client, so the recording starts with one), but with the frames timed
+    by their RTP timestamps alone (``buffer-mode=none``): those are the stream encoder's frame
+    times, the camera's capture times, so the chunks get even frame durations as the recorder's
+    own encoder gives them. A leaky queue holds up to RECORD_WRITE_BUFFER_NS while the disk is
+    slow and then drops the oldest frames, so a stuck disk never holds up the RTSP server; the
+    recorder lets nothing through after a gap up to the next keyframe
+    (``gst.drop_to_keyframe_after_gap``). The credentials of an RTSP server with access
+    control are set on ``RECORD_STREAM_SOURCE_ELEMENT`` as properties.
+    """
+    return (
+        f"{own_rtsp_source(RECORD_STREAM_SOURCE_ELEMENT, live_rtsp_url(s), ' buffer-mode=none')} "
+        f"! rtph264depay name={RECORD_STREAM_DEPAY_ELEMENT} ! h264parse "
+        f"! queue name={VIDEO_QUEUE_ELEMENT} leaky=downstream max-size-time={RECORD_WRITE_BUFFER_NS} "
+        "max-size-bytes=0 max-size-buffers=0 "
+        f"! {chunks}"
+    )
+
+
+def record_encoder(s: Settings, gst_version: tuple[int, int] = OLDEST_GSTREAMER) -> str:
+    """The recording's encoder chain (``VIDEO_ENCODER_ELEMENT``): ``encoder_kind``'s element
+    at RECORD_BITRATE, for quality per bit. x264: ``x264enc speed-preset=superfast bitrate=…
+    key-int-max=… bframes=0 sliced-threads=true option-string=scenecut=0:…`` (no frame delay)."""
+    return encoders.encoder_chain(
+        encoder_kind(s),
+        name=VIDEO_ENCODER_ELEMENT,
+        bitrate_bps=s.record_bitrate,
+        keyframe_interval=record_encoder_key_int_max(s.video_fps, encoder_kind(s), gst_version),
+        purpose=Purpose.RECORD,
+    )
+
+
+def stream_encoder(s: Settings) -> str:
+    """The stream's encoder chain (``STREAM_ENCODER_ELEMENT``): ``encoder_kind``'s element at
+    VIDEO_BITRATE, for low latency, a keyframe every STREAM_KEYFRAME_INTERVAL_S. x264:
+    ``x264enc tune=zerolatency speed-preset=ultrafast bframes=0 key-int-max=… bitrate=…``
+    (kbit/s; the settings are in bit/s: ``encoders`` converts for each element)."""
+    return encoders.encoder_chain(
+        encoder_kind(s),
+        name=STREAM_ENCODER_ELEMENT,
+        bitrate_bps=s.video_bitrate,
+        keyframe_interval=s.video_fps * STREAM_KEYFRAME_INTERVAL_S,
+        purpose=Purpose.STREAM,
     )
 
 
 def rtsp_media(s: Settings) -> str:
     """Stream socket → low-latency H.264 → RTP, the media of the shared RTSP factory.
 
-    zerolatency: no look-ahead, no frame threads, no B-frames (x264's delay is zero frames).
-    A keyframe every second, and on demand for each new viewer (forced from the worker);
-    h264parse puts SPS/PPS in front of every IDR so a viewer can start decoding at any
-    keyframe, and the payloader sends them with the IDR in one packet (STAP-A) without waiting.
-    ``bitrate`` is in kbit/s; VIDEO_BITRATE is in bit/s.
+    The encoder (``stream_encoder``; x264 by default): no look-ahead, no B-frames (x264's
+    zerolatency: its delay is zero frames). A keyframe every second, and on demand for each
+    new viewer (forced from the worker, ``gst.force_keyframe``); h264parse puts SPS/PPS in
+    front of every IDR so a viewer can start decoding at any keyframe, and the payloader sends
+    them with the IDR in one packet (STAP-A) without waiting.
     """
     return (
         f"{shm_reader_source(s, s.shm_stream_socket)} "
         f"! {_leaky_queue(STREAM_QUEUE_ELEMENT, STREAM_QUEUE_FRAMES)} "
-        f"! x264enc name={STREAM_ENCODER_ELEMENT} tune=zerolatency speed-preset=ultrafast bframes=0 "
-        f"key-int-max={s.video_fps * STREAM_KEYFRAME_INTERVAL_S} bitrate={max(1, s.video_bitrate // 1000)} "
+        f"! {stream_encoder(s)} "
         "! h264parse config-interval=-1 "
         f"! rtph264pay name={PAYLOADER_ELEMENT} pt={RTP_PAYLOAD_TYPE} aggregate-mode=zero-latency"
     )
@@ -283,12 +391,28 @@ LIVE_WEBRTC_ELEMENT = "webrtc"
 LIVE_PAYLOAD_TYPES = (*range(35, 64), *range(96, 128))
 
 
+def local_rtsp_host(s: Settings) -> str:
+    """Where our own RTSP server is reached on this machine: loopback when it listens on every
+    address, else the one address it listens on."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(s.rtsp_bind, s.rtsp_bind)
+
+
 def live_rtsp_url(s: Settings) -> str:
-    """Our own RTSP stream as the live worker reaches it on this machine: loopback when the
-    server listens on every address, else the one address it listens on."""
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(s.rtsp_bind, s.rtsp_bind)
+    """Our own RTSP stream as the live worker, the publisher and the recorder
+    (RECORD_SOURCE=stream) reach it on this machine (``local_rtsp_host``)."""
+    host = local_rtsp_host(s)
     scheme = "rtsps" if s.rtsp_tls else "rtsp"
     return f"{scheme}://{f'[{host}]' if ':' in host else host}:{s.rtsp_port}{s.rtsp_path}"
+
+
+def own_rtsp_source(name: str, rtsp_url: str, options: str = "") -> str:
+    """An ``rtspsrc`` of our own RTSP server (``rtsp_url`` from ``live_rtsp_url``), as the live
+    worker, the publisher and the recorder (RECORD_SOURCE=stream) use it: over TCP, interleaved
+    (no UDP ports per client, no loss on loopback), with no jitter buffer delay (``latency=0``),
+    and ``options`` of the caller's. Over RTSPS the server's certificate is not checked: it is
+    our own, on this machine. Credentials are set as properties (``gst.sign_in``)."""
+    tls = " tls-validation-flags=0" if rtsp_url.startswith("rtsps://") else ""
+    return f'rtspsrc name={name} location="{rtsp_url}" protocols=tcp latency=0{options}{tls}'
 
 
 def live_session(s: Settings, rtsp_url: str, payload_type: int = RTP_PAYLOAD_TYPE) -> str:
@@ -308,9 +432,8 @@ def live_session(s: Settings, rtsp_url: str, payload_type: int = RTP_PAYLOAD_TYP
     """
     if payload_type not in LIVE_PAYLOAD_TYPES:
         raise ValueError(f"not a dynamic RTP payload type: {payload_type!r}")
-    tls = " tls-validation-flags=0" if rtsp_url.startswith("rtsps://") else ""
     return (
-        f'rtspsrc name={LIVE_SOURCE_ELEMENT} location="{rtsp_url}" protocols=tcp latency=0{tls} '
+        f"{own_rtsp_source(LIVE_SOURCE_ELEMENT, rtsp_url)} "
         "! rtph264depay ! h264parse config-interval=-1 "
         f"! rtph264pay name={LIVE_PAYLOADER_ELEMENT} config-interval=-1 aggregate-mode=zero-latency "
         f"pt={payload_type} "
@@ -377,10 +500,8 @@ def publish(s: Settings, kind: str) -> str:
     """
     if kind not in _PUBLISH_OUTPUTS:
         raise ValueError(f"no such kind of destination: {kind!r}")
-    rtsp_url = live_rtsp_url(s)
-    tls = " tls-validation-flags=0" if rtsp_url.startswith("rtsps://") else ""
     return (
-        f'rtspsrc name={PUBLISH_SOURCE_ELEMENT} location="{rtsp_url}" protocols=tcp latency=0{tls} '
+        f"{own_rtsp_source(PUBLISH_SOURCE_ELEMENT, live_rtsp_url(s))} "
         f"! rtph264depay{_PUBLISH_DEPAYLOADED.get(kind, '')} ! h264parse "
         f"! {_leaky_queue(PUBLISH_QUEUE_ELEMENT, publish_queue_frames(s))} "
         f"! {_PUBLISH_OUTPUTS[kind]}"

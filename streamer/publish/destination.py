@@ -205,9 +205,7 @@ class Destination:
         self._pipeline = pipeline
         source = pipeline.get_by_name(pipelines.PUBLISH_SOURCE_ELEMENT)
         self._source = source
-        if self.settings.rtsp_auth:
-            user, password = self.settings.rtsp_credentials[0]
-            gst.set_properties(source, {"user-id": user, "user-pw": password})
+        gst.sign_in(source, self.settings.rtsp_credentials)
         sink = pipeline.get_by_name(pipelines.PUBLISH_SINK_ELEMENT)
         self._sink = sink
         gst.set_properties(sink, pipelines.publish_sink_properties(d))

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from streamer.config import Settings
 from streamer.media import gst, pipelines
-from streamer.media.gst import GLib, Gst, GstRtsp, GstRtspServer, GstVideo
+from streamer.media.gst import GLib, Gst, GstRtsp, GstRtspServer
 from streamer.rtsp.access import AccessError, describe_access, make_auth
 from streamer.rtsp.keyframes import FORCED_KEYFRAME_MIN_INTERVAL_S, KeyframePacer
 from streamer.runtime.status import StatusWriter
@@ -95,6 +95,7 @@ class StreamServer:
         # honest or not, waits a second or more per retry to connect.
         self.server.set_backlog(LISTEN_BACKLOG)
         self.server.set_service(str(settings.rtsp_port))
+        self.encoder_kind = pipelines.encoder_kind(settings)
         self.factory = GstRtspServer.RTSPMediaFactory()
         self.factory.set_launch(f"( {pipelines.rtsp_media(settings)} )")
         self.factory.set_shared(True)  # one media, one encoder, for every viewer
@@ -146,6 +147,7 @@ class StreamServer:
             self.settings.rtsp_path,
             describe_access(self.settings),
         )
+        self.log.info("encoder: %s", pipelines.describe_encoder(self.settings))
         self._status.ready()
         return True
 
@@ -243,8 +245,7 @@ class StreamServer:
     def _force_keyframe(self) -> bool:
         self._pacer.forced()
         if self.encoder is not None:
-            event = GstVideo.video_event_new_upstream_force_key_unit(Gst.CLOCK_TIME_NONE, True, 0)
-            self.encoder.get_static_pad("src").send_event(event)
+            gst.force_keyframe(self.encoder, self.encoder_kind)
             self.log.info("forced a keyframe for new viewers")
         return GLib.SOURCE_REMOVE
 

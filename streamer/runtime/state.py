@@ -82,6 +82,11 @@ class StackState:
     up_since: float | None = None  # when the current run of the stack became ready
     workers: dict[str, WorkerState] = field(default_factory=dict)
     restarts: list[Restart] = field(default_factory=list)  # newest last, at most RESTARTS_KEPT
+    # The H.264 encoder of the stack's workers, once the controller's encoder check has run:
+    # ``requested`` (ENCODER), ``chosen`` (the kind the workers get), ``reasons`` (per kind, why
+    # it was or was not chosen) and ``fallback`` (null, or why a hardware encoder was given up
+    # for x264 after repeated failures; ``chosen`` is then x264). Empty before the check.
+    encoder: dict[str, Any] = field(default_factory=dict)
 
     def worker(self, name: str) -> WorkerState:
         if name not in self.workers:
@@ -104,6 +109,7 @@ class StackState:
             up_since=data["up_since"],
             workers={name: WorkerState(**worker) for name, worker in data["workers"].items()},
             restarts=[Restart(**restart) for restart in data["restarts"]],
+            encoder=dict(data.get("encoder") or {}),
         )
 
 

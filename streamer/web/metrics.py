@@ -44,6 +44,7 @@ class SnapshotCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from self._stack()
         yield from self._camera()
+        yield from self._encoder()
         yield from self._rtsp()
         yield from self._recording()
         yield from self._mavlink()
@@ -121,6 +122,26 @@ class SnapshotCollector(Collector):
                     dropped.add_metric([branch], value)
             yield frames
             yield dropped
+
+    def _encoder(self) -> Iterator[Metric]:
+        """Info-style: one series, 1, labelled with the encoder asked for and the one in use;
+        left out until the controller has chosen."""
+        encoder = self.snap.stack.encoder if self.snap.stack is not None else {}
+        chosen = encoder.get("chosen")
+        if not isinstance(chosen, str):
+            return
+        info = GaugeMetricFamily(
+            "streamer_encoder_info",
+            "1, labelled with the H.264 encoder asked for (ENCODER) and the one the stack uses",
+            labels=["requested", "chosen"],
+        )
+        info.add_metric([str(encoder.get("requested", self.settings.encoder)), chosen], 1)
+        yield info
+        yield from self._gauge(
+            "streamer_encoder_fallback",
+            "1 once a hardware encoder was given up for x264 after repeated failures",
+            int(bool(encoder.get("fallback"))),
+        )
 
     def _rtsp(self) -> Iterator[Metric]:
         rtsp = self.snap.progress("rtsp")

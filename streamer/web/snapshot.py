@@ -219,7 +219,7 @@ class Observer:
             video, images = recording_kinds(self.settings, recorder)
             s = self.settings
             estimate = layout.recording_bytes_per_second(
-                s.record_bitrate, s.video_width, s.video_height, video, images
+                s.recorded_bitrate, s.video_width, s.video_height, video, images
             )
         return Snapshot(
             at=now,

@@ -1,9 +1,10 @@
 """``GET /api/v1/status``: the whole picture in one JSON object, built from a ``Snapshot``.
 
-Sections: ``health`` (as /health), ``stack``, ``workers``, ``camera``, ``recording``, ``rtsp``,
-``mavlink``, ``publish``, ``http`` and ``settings`` (every setting by its variable, secrets
-redacted). Times are Unix time in seconds; durations end in ``_s``, sizes in ``_bytes``. What a
-worker has not reported yet is null. See docs/operations.md for an example.
+Sections: ``health`` (as /health), ``stack``, ``workers``, ``camera``, ``encoder``,
+``recording``, ``rtsp``, ``mavlink``, ``publish``, ``http`` and ``settings`` (every setting by
+its variable, secrets redacted). Times are Unix time in seconds; durations end in ``_s``, sizes
+in ``_bytes``. What a worker has not reported yet is null. See docs/operations.md for an
+example.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def build(settings: Settings, snap: Snapshot) -> dict[str, Any]:
         "stack": stack_section(snap),
         "workers": {name: worker_section(snap, w) for name, w in _workers(snap.stack).items()},
         "camera": camera_section(settings, snap),
+        "encoder": encoder_section(settings, snap),
         "recording": recording_section(settings, snap),
         "rtsp": rtsp_section(settings, snap),
         "mavlink": mavlink_section(settings, snap),
@@ -97,6 +99,22 @@ def camera_section(settings: Settings, snap: Snapshot) -> dict[str, Any]:
         "dropped": feeder.get("camera_dropped"),
         "corrupt": feeder.get("frames_corrupt"),
         "branches": feeder.get("branches", {}),
+    }
+
+
+def encoder_section(settings: Settings, snap: Snapshot) -> dict[str, Any]:
+    """The H.264 encoder of the stream and the recording, as the controller chose it before the
+    stack's first start (``docs/encoders.md``): ``requested`` (ENCODER), ``chosen`` (null until
+    the controller's encoder check has answered), why each kind was or was not chosen, and
+    ``fallback``: null, or why a hardware encoder was given up for x264 after repeated
+    failures (until the controller restarts)."""
+    encoder = snap.stack.encoder if snap.stack is not None else {}
+    reasons = encoder.get("reasons")
+    return {
+        "requested": encoder.get("requested", settings.encoder),
+        "chosen": encoder.get("chosen"),
+        "reasons": dict(reasons) if isinstance(reasons, dict) else {},
+        "fallback": encoder.get("fallback"),
     }
 
 
