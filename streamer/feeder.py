@@ -201,14 +201,15 @@ def run(settings: Settings, status: StatusWriter, log: logging.Logger) -> int:
         return EXIT_FAILURE
 
     log.info(
-        "%s → I420 %dx%d@%d → %s, %s",
+        "%s, %s → I420 %dx%d@%d → %s, %s",
         camera.label,
+        camera.describe_format(),
         settings.video_width,
         settings.video_height,
         settings.video_fps,
         *settings.shm_sockets,
     )
-    runner = gst.PipelineRunner(pipelines.feeder(settings), log)
+    runner = gst.PipelineRunner(pipelines.feeder(settings, camera.format), log)
     gst.hand_over_with_capture_time(
         runner.element(pipelines.CAMERA_OUT_ELEMENT), runner.element(pipelines.STAMPED_FRAMES_ELEMENT)
     )

@@ -76,9 +76,19 @@ def stop(feeder) -> None:
 # --- an offered mode
 
 
-def test_the_feeder_streams_the_fake_webcam_at_an_offered_mode(env, start):
-    env = camera_env(env)
+@pytest.mark.parametrize(
+    ("modes", "chosen"),
+    [
+        (MODES, "MJPEG \\(CAMERA_FORMAT=auto: offered at this mode\\)"),
+        # A cheap camera: raw YUYV only at the small size (MJPEG at another one).
+        (("mjpeg:1280x720@30", "yuyv:320x240@30/15"), "YUYV \\(CAMERA_FORMAT=auto: no MJPEG at this mode\\)"),
+    ],
+    ids=["mjpeg", "yuyv-only"],
+)
+def test_the_feeder_streams_the_fake_webcam_at_an_offered_mode(env, start, modes, chosen):
+    env = camera_env(env, modes=modes)
     feeder = start("streamer.feeder", env)
+    feeder.wait_for(f"{DEVICE}, {chosen} → I420 {TEST_WIDTH}x{TEST_HEIGHT}@{TEST_FPS}")
     feeder.wait_for("camera is delivering frames")
     reader = NumberedReader(settings_for(env), settings_for(env).shm_stream_socket).start()
     try:
@@ -96,7 +106,7 @@ def test_the_feeder_streams_the_fake_webcam_at_an_offered_mode(env, start):
 
 
 WRONG_MODE_LINE = (
-    f"camera {DEVICE} cannot deliver MJPEG 800x600@30 (VIDEO_WIDTH, VIDEO_HEIGHT, VIDEO_FPS); "
+    f"camera {DEVICE} cannot deliver MJPEG or YUYV 800x600@30 (VIDEO_WIDTH, VIDEO_HEIGHT, VIDEO_FPS); "
     "it offers, closest first: MJPEG 640x480 at 30, 15 fps; MJPEG 1280x720 at 30, 15 fps; "
     "MJPEG 320x240 at 30 fps"
 )

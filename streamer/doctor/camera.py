@@ -1,6 +1,7 @@
-"""The camera: for a V4L2 device, that it exists, is a video capture device, and offers MJPEG
-at exactly VIDEO_WIDTH x VIDEO_HEIGHT @ VIDEO_FPS; otherwise the modes it does offer, closest
-first. The synthetic camera needs nothing of the machine.
+"""The camera: for a V4L2 device, that it exists, is a video capture device, and offers MJPEG or
+raw YUYV (as CAMERA_FORMAT allows) at exactly VIDEO_WIDTH x VIDEO_HEIGHT @ VIDEO_FPS, and which
+one the feeder will take; otherwise the modes it does offer, closest first. The synthetic camera
+needs nothing of the machine.
 
 Whether it is a capture device is asked of the driver directly (VIDIOC_QUERYCAP): a UVC camera
 has a second /dev/video node for metadata, which GStreamer cannot capture from. Its modes are
@@ -18,7 +19,14 @@ import struct
 from streamer.config import Settings
 from streamer.doctor.report import Check
 from streamer.media import camera as cameras
-from streamer.media.modes import MJPEG, Mode, closest_first, parse_modes
+from streamer.media.modes import (
+    CAMERA_FORMATS,
+    Mode,
+    choose_format,
+    closest_first,
+    formats_tried,
+    parse_modes,
+)
 
 # struct v4l2_capability: driver[16], card[32], bus_info[32], version, capabilities, device_caps,
 # reserved[3]; VIDIOC_QUERYCAP = _IOR('V', 0, struct v4l2_capability).
@@ -57,7 +65,8 @@ def check(settings: Settings, gstreamer_usable: bool) -> Check:
 
 def _v4l2(s: Settings, gstreamer_usable: bool) -> Check:
     device = s.camera
-    wanted = f"MJPEG {s.video_width}x{s.video_height}@{s.video_fps}"
+    mode_name = f"{s.video_width}x{s.video_height}@{s.video_fps}"
+    wanted = " or ".join(choice.upper() for choice in formats_tried(s.camera_format)) + f" {mode_name}"
     if not os.path.exists(device):
         return Check.failed(
             "camera",
@@ -99,9 +108,13 @@ def _v4l2(s: Settings, gstreamer_usable: bool) -> Check:
             "camera", f"{device} ({card}) cannot be opened: {err}", "check the camera and its cable"
         )
     modes = parse_modes(gst.describe_caps(offered))
-    if any(mode.offers(s.video_width, s.video_height, s.video_fps) for mode in modes):
-        return Check.passed("camera", f"{device} ({card}): {wanted}")
-    ranked = closest_first(modes, s.video_width, s.video_height, s.video_fps)
+    chosen = choose_format(modes, s.video_width, s.video_height, s.video_fps, s.camera_format)
+    if chosen is not None:
+        why = ""
+        if s.camera_format == "auto":
+            why = " (CAMERA_FORMAT=auto" + (")" if chosen == "mjpeg" else ": no MJPEG at this mode)")
+        return Check.passed("camera", f"{device} ({card}): {chosen.upper()} {mode_name}{why}")
+    ranked = closest_first(modes, s.video_width, s.video_height, s.video_fps, s.camera_format)
     shown = "; ".join(mode.describe() for mode in ranked[:SHOWN_MODES]) or "nothing"
     more = f" (and {len(ranked) - SHOWN_MODES} more)" if len(ranked) > SHOWN_MODES else ""
     return Check.failed(
@@ -112,11 +125,14 @@ def _v4l2(s: Settings, gstreamer_usable: bool) -> Check:
 
 
 def _mode_fix(s: Settings, ranked: list[Mode]) -> str:
-    mjpeg = [mode for mode in ranked if mode.format == MJPEG]
-    if not mjpeg:
-        return "the feeder needs a camera that sends MJPEG (most UVC cameras do): use another camera"
-    width, height, rate = mjpeg[0].nearest(s.video_width, s.video_height, s.video_fps)
+    allowed = {CAMERA_FORMATS[choice] for choice in formats_tried(s.camera_format)}
+    usable = [mode for mode in ranked if mode.format in allowed]
+    if not usable:
+        if s.camera_format != "auto" and any(mode.format in CAMERA_FORMATS.values() for mode in ranked):
+            return f"set CAMERA_FORMAT=auto: the camera sends no {s.camera_format.upper()}"
+        return "the feeder needs a camera that sends MJPEG or YUYV (UVC cameras do): use another camera"
+    width, height, rate = usable[0].nearest(s.video_width, s.video_height, s.video_fps)
     return (
-        f"set VIDEO_WIDTH, VIDEO_HEIGHT and VIDEO_FPS to an MJPEG mode it offers, the closest: "
+        f"set VIDEO_WIDTH, VIDEO_HEIGHT and VIDEO_FPS to a mode it offers, the closest: "
         f"VIDEO_WIDTH={width} VIDEO_HEIGHT={height} VIDEO_FPS={math.floor(rate)}"
     )

@@ -4,8 +4,9 @@ Three kinds: a V4L2 device (``/dev/...``), the synthetic camera (``CAMERA=test``
 synthetic camera with each frame's capture time in its pixels (``CAMERA=test-stamped``).
 ``camera_for(settings)`` picks one; the rest of the stack asks the camera, never the setting:
 its label for logs, its launch description, whether it is stamped, the check before start-up
-(``check``) and the check while running (``lost``). ``CaptureStamper`` writes the capture time
-into the stamped camera's frames.
+(``check``, which also settles ``CAMERA_FORMAT=auto`` against what a V4L2 camera offers) and the
+check while running (``lost``). ``CaptureStamper`` writes the capture time into the stamped
+camera's frames.
 
 Importing this module loads no GStreamer (launch descriptions are built from it by the pure
 ``streamer.media.pipelines``): what needs GStreamer imports ``streamer.media.gst`` when called.
@@ -34,9 +35,23 @@ CAMERA_ELEMENT = "camera"
 STAMP_ELEMENT = "stamp"  # the stamped synthetic camera: where capture times are written
 
 
+# CAMERA_FORMAT's choices besides auto (streamer.config).
+MJPEG, YUYV = "mjpeg", "yuyv"
+
+
 def jpeg_caps(s: Settings) -> str:
     """The camera mode the feeder asks for: MJPEG at exactly the configured size and rate."""
     return f"image/jpeg,width={s.video_width},height={s.video_height},framerate={s.video_fps}/1"
+
+
+def camera_caps(s: Settings, camera_format: str) -> str:
+    """The camera mode the feeder asks for in ``camera_format``: MJPEG, or raw YUYV (GStreamer's
+    YUY2), at exactly the configured size and rate."""
+    if camera_format == YUYV:
+        return (
+            f"video/x-raw,format=YUY2,width={s.video_width},height={s.video_height},framerate={s.video_fps}/1"
+        )
+    return jpeg_caps(s)
 
 
 def raw_caps(s: Settings) -> str:
@@ -55,16 +70,26 @@ class Camera(ABC):
     """What every kind of camera answers. ``name`` (the CAMERA setting) names it in messages."""
 
     stamped = False  # frames carry their capture time: a CaptureStamper goes on STAMP_ELEMENT
-    guarded = False  # frames may arrive broken: a CorruptFrameGuard goes on CAMERA_ELEMENT
 
     def __init__(self, settings: Settings, label: str) -> None:
         self.settings = settings
         self.name = settings.camera
         self.label = label  # how the feeder's start-up line names the source
+        # MJPEG or YUYV: CAMERA_FORMAT, with auto as MJPEG until ``check`` has seen the camera.
+        self.format = YUYV if settings.camera_format == YUYV else MJPEG
+
+    @property
+    def guarded(self) -> bool:
+        """Frames may arrive broken: a CorruptFrameGuard goes on CAMERA_ELEMENT."""
+        return False
 
     @abstractmethod
     def source(self) -> str:
-        """A live MJPEG source at exactly the configured mode, named CAMERA_ELEMENT."""
+        """A live source of ``format`` at exactly the configured mode, named CAMERA_ELEMENT."""
+
+    def decoder(self) -> str:
+        """What turns the source's frames into raw ones: ``jpegdec``, or nothing for raw frames."""
+        return "jpegdec ! " if self.format == MJPEG else ""
 
     @abstractmethod
     def check(self) -> str | None:
@@ -80,20 +105,30 @@ class Camera(ABC):
         True when it is there (at once, usually). Only a device node can come back by itself."""
         return True
 
+    def describe_format(self) -> str:
+        """The format in use, for the feeder's start-up line."""
+        return self.format.upper()
+
 
 class V4l2Camera(Camera):
-    """A V4L2 device asked for MJPEG at exactly VIDEO_WIDTH x VIDEO_HEIGHT @ VIDEO_FPS."""
-
-    guarded = True
+    """A V4L2 device asked for MJPEG or raw YUYV (CAMERA_FORMAT) at exactly VIDEO_WIDTH x
+    VIDEO_HEIGHT @ VIDEO_FPS."""
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings, label=settings.camera)
 
+    @property
+    def guarded(self) -> bool:
+        return self.format == MJPEG  # the guard looks for a JPEG's end; raw frames have none
+
     def source(self) -> str:
-        return f'v4l2src name={CAMERA_ELEMENT} device="{self.name}" ! {jpeg_caps(self.settings)}'
+        return (
+            f'v4l2src name={CAMERA_ELEMENT} device="{self.name}" ! {camera_caps(self.settings, self.format)}'
+        )
 
     def check(self) -> str | None:
-        """Missing, cannot be opened, or does not offer the mode (then: which modes it offers)."""
+        """Missing, cannot be opened, or does not offer the mode in a format CAMERA_FORMAT allows
+        (then: which modes it offers). Otherwise sets ``format``: with auto, MJPEG where offered."""
         from streamer.media import gst
 
         device, s = self.name, self.settings
@@ -103,13 +138,28 @@ class V4l2Camera(Camera):
             offered = gst.source_caps("v4l2src", device=device)
         except gst.DeviceError as err:
             return f"camera {device} cannot be opened: {err}"
-        if offered.can_intersect(gst.Gst.Caps.from_string(jpeg_caps(s))):
-            return None
-        offers = modes.readable(gst.describe_caps(offered), s.video_width, s.video_height, s.video_fps)
-        return SettingsProblem(
-            f"camera {device} cannot deliver MJPEG {s.video_width}x{s.video_height}"
-            f"@{s.video_fps} (VIDEO_WIDTH, VIDEO_HEIGHT, VIDEO_FPS); it offers, closest first: {offers}"
+        for choice in modes.formats_tried(s.camera_format):
+            if offered.can_intersect(gst.Gst.Caps.from_string(camera_caps(s, choice))):
+                self.format = choice
+                return None
+        offers = modes.readable(
+            gst.describe_caps(offered), s.video_width, s.video_height, s.video_fps, s.camera_format
         )
+        wanted = " or ".join(choice.upper() for choice in modes.formats_tried(s.camera_format))
+        named = "VIDEO_WIDTH, VIDEO_HEIGHT, VIDEO_FPS" + (
+            ", CAMERA_FORMAT" if s.camera_format != "auto" else ""
+        )
+        return SettingsProblem(
+            f"camera {device} cannot deliver {wanted} {s.video_width}x{s.video_height}"
+            f"@{s.video_fps} ({named}); it offers, closest first: {offers}"
+        )
+
+    def describe_format(self) -> str:
+        """The format in use and why, for the feeder's start-up line."""
+        if self.settings.camera_format != "auto":
+            return f"{self.format.upper()} (CAMERA_FORMAT={self.format})"
+        why = "offered at this mode" if self.format == MJPEG else "no MJPEG at this mode"
+        return f"{self.format.upper()} (CAMERA_FORMAT=auto: {why})"
 
     def lost(self) -> str | None:
         if not os.path.exists(self.name):
@@ -148,9 +198,10 @@ class SyntheticCamera(Camera):
     def source(self) -> str:
         s = self.settings
         stamp_element = f"! identity name={STAMP_ELEMENT} " if self.stamped else ""
+        encode = "jpegenc quality=85" if self.format == MJPEG else "videoconvert"
         return (
             f"videotestsrc name={CAMERA_ELEMENT} is-live=true pattern=smpte horizontal-speed=4 "
-            f"! {raw_caps(s)} {stamp_element}! jpegenc quality=85 ! {jpeg_caps(s)}"
+            f"! {raw_caps(s)} {stamp_element}! {encode} ! {camera_caps(s, self.format)}"
         )
 
     def check(self) -> str | None:

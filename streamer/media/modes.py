@@ -11,6 +11,10 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 MJPEG = "MJPEG"
+YUYV = "YUY2"  # GStreamer's name for V4L2's YUYV
+# CAMERA_FORMAT's choices (streamer.config), by the format GStreamer names; ``auto`` tries them
+# in this order.
+CAMERA_FORMATS = {"mjpeg": MJPEG, "yuyv": YUYV}
 SHOWN_MODES = 8
 
 
@@ -35,15 +39,17 @@ class Mode:
             rate = min(self.rates, key=lambda r: abs(r - fps))
         return w, h, rate
 
-    def offers(self, width: int, height: int, fps: int) -> bool:
-        return self.format == MJPEG and self.nearest(width, height, fps) == (width, height, fps)
+    def offers(self, width: int, height: int, fps: int, kind: str = MJPEG) -> bool:
+        return self.format == kind and self.nearest(width, height, fps) == (width, height, fps)
 
-    def distance(self, width: int, height: int, fps: int) -> tuple[bool, float, float]:
-        """How far from the configured mode: not MJPEG first, then the size (area and aspect,
-        relative), then the rate."""
+    def distance(
+        self, width: int, height: int, fps: int, formats: tuple[str, ...] = (MJPEG,)
+    ) -> tuple[bool, float, float]:
+        """How far from the configured mode: not one of ``formats`` first, then the size (area
+        and aspect, relative), then the rate."""
         w, h, rate = self.nearest(width, height, fps)
         size = abs(math.log((w * h) / (width * height))) + abs(math.log((w / h) / (width / height)))
-        return (self.format != MJPEG, round(size, 6), abs(float(rate) - fps))
+        return (self.format not in formats, round(size, 6), abs(float(rate) - fps))
 
     def describe(self) -> str:
         def span(low_high: tuple[int, int]) -> str:
@@ -104,14 +110,32 @@ def _span(match: re.Match[str]) -> tuple[int, int]:
     return (int(single), int(single)) if single else (int(low), int(high))
 
 
-def closest_first(modes: list[Mode], width: int, height: int, fps: int) -> list[Mode]:
-    return sorted(modes, key=lambda mode: mode.distance(width, height, fps))
+def formats_tried(camera_format: str) -> tuple[str, ...]:
+    """CAMERA_FORMAT's choices in the order they are tried: ``auto`` is MJPEG, else raw YUYV."""
+    return tuple(CAMERA_FORMATS) if camera_format not in CAMERA_FORMATS else (camera_format,)
 
 
-def readable(described: list[str], width: int, height: int, fps: int) -> str:
+def choose_format(modes: list[Mode], width: int, height: int, fps: int, camera_format: str) -> str | None:
+    """The first of ``formats_tried(camera_format)`` that a mode offers at exactly ``width`` x
+    ``height`` @ ``fps`` (``mjpeg`` or ``yuyv``), or None."""
+    for choice in formats_tried(camera_format):
+        if any(mode.offers(width, height, fps, CAMERA_FORMATS[choice]) for mode in modes):
+            return choice
+    return None
+
+
+def closest_first(
+    modes: list[Mode], width: int, height: int, fps: int, camera_format: str = "mjpeg"
+) -> list[Mode]:
+    """``modes`` by their distance from the configured mode, the formats CAMERA_FORMAT allows first."""
+    formats = tuple(CAMERA_FORMATS[choice] for choice in formats_tried(camera_format))
+    return sorted(modes, key=lambda mode: mode.distance(width, height, fps, formats))
+
+
+def readable(described: list[str], width: int, height: int, fps: int, camera_format: str = "mjpeg") -> str:
     """The offered modes, closest to ``width`` x ``height`` @ ``fps`` first, in one line:
     ``MJPEG 1280x720 at 30, 15 fps; MJPEG 640x480 at 30, 15 fps; ...`` (at most SHOWN_MODES)."""
-    ranked = closest_first(parse_modes(described), width, height, fps)
+    ranked = closest_first(parse_modes(described), width, height, fps, camera_format)
     shown = "; ".join(mode.describe() for mode in ranked[:SHOWN_MODES]) or "nothing"
     more = f" (and {len(ranked) - SHOWN_MODES} more)" if len(ranked) > SHOWN_MODES else ""
     return shown + more
