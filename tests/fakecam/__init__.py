@@ -8,6 +8,8 @@ scriptable faults (see ``docs/fakecam.md``).
   (the test process itself is never preloaded).
 - ``Faults`` spells the faults; ``jpeg_info`` and ``frame_number`` read the frame number a frame
   carries (in its JPEG comment, and in its pixels after decoding).
+- ``stamp=True`` draws the capture-time stamp of ``streamer.media.stamp`` into every frame (for
+  latency measurements); ``stamp_band_rows`` is how many rows it covers.
 
 Pure standard library: the preloaded child (``probe.py``) imports it too.
 """
@@ -33,6 +35,8 @@ PACKAGES = "gcc libjpeg62-turbo-dev"  # what the build needs (Debian)
 DEFAULT_DEVICE = "/dev/video42"
 DEFAULT_MODES = ("mjpeg:640x480@30/15", "mjpeg:1280x720@30/15", "mjpeg:320x240@30")
 STRIP_BITS = 24  # the frame number's blocks across the top 16 rows (fakecam.c)
+# The stamp's geometry (streamer/media/stamp.py, and fakecam.c's STAMP_* constants).
+STAMP_COLUMNS, STAMP_ROWS, STAMP_MIN_BLOCK_PX = 24, 2, 6
 NICE = ("nice", "-n", "19")  # builds on a shared machine yield to everything else
 
 
@@ -122,12 +126,15 @@ def fake_camera_env(
     links: Sequence[str] = (),
     unplug_file: str | os.PathLike[str] | None = None,
     debug: bool = False,
+    stamp: bool = False,
 ) -> dict[str, str]:
     """The environment (``base``, default ``os.environ``, plus the preload and its settings) for a
     process that should see a fake webcam at ``device`` offering ``modes`` (``"mjpeg:640x480@30/15"``
     ...; ``yuyv:`` for raw), playing ``faults``. ``links`` are symlink names for it (e.g.
     ``/dev/v4l/by-id/usb-...-video-index0``); ``unplug_file`` carries the unplugged state across
-    processes (a test may also create it to unplug the camera, and remove it to plug it back)."""
+    processes (a test may also create it to unplug the camera, and remove it to plug it back).
+    ``stamp``: every frame carries its capture time (the buffer's timestamp, on the wall clock) as
+    ``streamer.media.stamp`` draws it, at the top; the frame number moves below it."""
     env = dict(os.environ if base is None else base)
     env.pop("GST_V4L2_USE_LIBV4L2", None)  # libv4l2's raw system calls would bypass the preload
     preload = [str(library())] + [
@@ -140,6 +147,7 @@ def fake_camera_env(
     env["FAKECAM_LINKS"] = ",".join(links)
     env["FAKECAM_UNPLUG_FILE"] = str(unplug_file or "")
     env["FAKECAM_DEBUG"] = "1" if debug else "0"
+    env["FAKECAM_STAMP"] = "1" if stamp else "0"
     return env
 
 
@@ -159,14 +167,23 @@ def jpeg_info(data: bytes) -> dict[str, object]:
     return info
 
 
-def frame_number(gray: bytes, width: int, height: int) -> int:
+def stamp_band_rows(width: int, height: int) -> int:
+    """Rows the capture-time stamp covers in a stamped frame (0 when the frame is too small to
+    carry one): ``streamer.media.stamp.band_height``, repeated here to stay standard library only."""
+    block = min(width // STAMP_COLUMNS, height // (3 * STAMP_ROWS))
+    return STAMP_ROWS * block if block >= STAMP_MIN_BLOCK_PX else 0
+
+
+def frame_number(gray: bytes, width: int, height: int, stamped: bool = False) -> int:
     """The frame number drawn in a decoded frame (GRAY8, rows padded to 4 bytes as GStreamer
-    lays them out): STRIP_BITS blocks across the top 16 rows, most significant bit first."""
+    lays them out): STRIP_BITS blocks across 16 rows, most significant bit first, at the top or,
+    in a ``stamped`` frame, right below the stamp's band."""
     stride = (width + 3) & ~3
-    if height < 16 or len(gray) < stride * height:
+    top = stamp_band_rows(width, height) if stamped else 0
+    if height < top + 16 or len(gray) < stride * height:
         raise ValueError(f"not a {width}x{height} GRAY8 frame ({len(gray)} bytes)")
     block = width // STRIP_BITS
-    row = 8 * stride
+    row = (top + 8) * stride
     number = 0
     for bit in range(STRIP_BITS):
         number = number << 1 | (gray[row + bit * block + block // 2] > 128)

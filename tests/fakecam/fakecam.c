@@ -35,6 +35,8 @@
  *   FAKECAM_FAULTS       comma-separated faults, see add_fault()
  *   FAKECAM_UNPLUG_FILE  a file that carries the unplugged state between processes (see plug_state)
  *   FAKECAM_DEBUG        1: log opens, ioctls and faults to stderr
+ *   FAKECAM_STAMP        1: draw the capture-time stamp of streamer/media/stamp.py at the top of
+ *                        each frame (for latency measurements; see stamp_bits)
  *
  * Faults count frames per stream, from 1 (the sequence number plus one), so "every 30th frame" is
  * frames 30, 60, ...; every frame carries its number in a JPEG COM marker ("fakecam frame=N" plus
@@ -168,6 +170,7 @@ static struct {
 	char replug_node[PATH_MAX]; /* empty: the same node */
 	long stall_after; /* -1: never */
 	int error_flag;   /* frames broken by a fault carry V4L2_BUF_FLAG_ERROR */
+	int stamp;        /* FAKECAM_STAMP=1: the capture-time stamp drawn into each frame */
 	int ndead;
 	struct dead dead[MAX_DEAD];
 } cfg = {.unplug_after = -1, .replug_after_s = -1, .stall_after = -1};
@@ -344,6 +347,12 @@ __attribute__((constructor)) static void fakecam_init(void)
 		die("FAKECAM_DEVICE: not an absolute path", device);
 	snprintf(cfg.device, PATH_MAX, "%s", device);
 	cfg.debug = debug && *debug && strcmp(debug, "0");
+	if (getenv("FAKECAM_STAMP") && *getenv("FAKECAM_STAMP")) {
+		const char *stamp = getenv("FAKECAM_STAMP");
+		if (strcmp(stamp, "0") && strcmp(stamp, "1"))
+			die("FAKECAM_STAMP: 0 or 1", stamp);
+		cfg.stamp = !strcmp(stamp, "1");
+	}
 	list = env_copy("FAKECAM_MODES", "mjpeg:640x480@30/15,mjpeg:1280x720@30/15,mjpeg:320x240@30");
 	for_each_item(list, add_mode);
 	free(list);
@@ -734,8 +743,56 @@ static int fake_open(const char *path, int flags)
 /* ------------------------------------------------------------------------------------------ */
 /* Frames                                                                                      */
 
+/*
+ * The capture-time stamp, as streamer/media/stamp.py lays it out (keep the two in step): a band
+ * of STAMP_ROWS x STAMP_COLUMNS square luma blocks at the top left, black (16) or white (235) on
+ * neutral chroma, carrying 32 bits of the capture time in ms since the Unix epoch (mod 2**32) and
+ * 16 check bits (CRC-32 of a salt and the value, big-endian, truncated), most significant first,
+ * row by row. Blocks are min(width / 24, height / 6) pixels; below 6 there is no stamp (too small
+ * to survive coding), as stamp.block_size says.
+ */
+#define STAMP_COLUMNS 24
+#define STAMP_ROWS 2
+#define STAMP_BITS (STAMP_COLUMNS * STAMP_ROWS)
+#define STAMP_MIN_BLOCK 6
+static const char STAMP_SALT[] = "streamer-stamp-1";
+
+static uint32_t stamp_block(uint32_t w, uint32_t h)
+{
+	uint32_t block = w / STAMP_COLUMNS < h / (3 * STAMP_ROWS) ? w / STAMP_COLUMNS : h / (3 * STAMP_ROWS);
+	return block >= STAMP_MIN_BLOCK ? block : 0;
+}
+
+/* zlib's CRC-32 (reflected, polynomial 0xEDB88320), bit by bit: 20 bytes a frame, no table needed. */
+static uint32_t crc32_of(const unsigned char *data, size_t len)
+{
+	uint32_t crc = 0xFFFFFFFFu;
+	for (size_t i = 0; i < len; i++) {
+		crc ^= data[i];
+		for (int k = 0; k < 8; k++)
+			crc = crc & 1 ? (crc >> 1) ^ 0xEDB88320u : crc >> 1;
+	}
+	return ~crc;
+}
+
+/* The 48 bits of the stamp for a capture time in ms since the epoch. */
+static void stamp_bits(uint64_t ms, uint8_t bits[STAMP_BITS])
+{
+	uint32_t value = (uint32_t)ms; /* modulo 2**32, as stamp.ms_value */
+	unsigned char salted[sizeof STAMP_SALT - 1 + 4];
+	uint64_t word;
+	memcpy(salted, STAMP_SALT, sizeof STAMP_SALT - 1);
+	for (int i = 0; i < 4; i++)
+		salted[sizeof STAMP_SALT - 1 + i] = value >> (24 - 8 * i);
+	word = (uint64_t)value << 16 | (crc32_of(salted, sizeof salted) & 0xFFFF);
+	for (int i = 0; i < STAMP_BITS; i++)
+		bits[i] = word >> (STAMP_BITS - 1 - i) & 1;
+}
+
 struct render {
 	uint32_t width, height, frame;
+	uint32_t stamp_block; /* 0: no stamp drawn */
+	uint8_t stamp[STAMP_BITS];
 	int broken; /* set by render_frame: a fault was applied to this frame */
 	unsigned char *row; /* one row of Y, Cb, Cr triplets */
 	struct jpeg_compress_struct jpeg;
@@ -765,14 +822,23 @@ static int segment_on(uint8_t mask, uint32_t u, uint32_t v, uint32_t dw, uint32_
  */
 static void draw_row(struct render *r, uint32_t y)
 {
-	uint32_t w = r->width, h = r->height, f = r->frame;
-	uint32_t block = w / STRIP_BITS, strip_h = 16;
-	uint32_t dh = h / 8, dw = dh / 2, t = dh / 8 ? dh / 8 : 1, gap = dw / 3 + 1, top = strip_h + 4;
+	uint32_t w = r->width, h = r->height, f = r->frame, sb = r->stamp_block;
+	/* with a stamp, the frame number's strip and digits move down below its band */
+	uint32_t block = w / STRIP_BITS, strip_top = STAMP_ROWS * sb, strip_h = 16;
+	uint32_t dh = h / 8, dw = dh / 2, t = dh / 8 ? dh / 8 : 1, gap = dw / 3 + 1;
+	uint32_t top = strip_top + strip_h + 4;
 	char digits[16];
 	int ndigits = snprintf(digits, sizeof digits, "%u", f);
 	for (uint32_t x = 0; x < w; x++) {
 		unsigned char *p = r->row + 3 * x;
-		if (y < strip_h) {
+		if (y < strip_top) { /* the stamp's band; right of its blocks, neutral grey */
+			uint32_t column = x / sb;
+			int bit = column < STAMP_COLUMNS && r->stamp[(y / sb) * STAMP_COLUMNS + column];
+			p[0] = column < STAMP_COLUMNS ? (bit ? 235 : 16) : 128;
+			p[1] = p[2] = 128;
+			continue;
+		}
+		if (y - strip_top < strip_h) {
 			uint32_t bit = x / block;
 			p[0] = bit < STRIP_BITS && (f >> (STRIP_BITS - 1 - bit)) & 1 ? 235 : 16;
 			p[1] = p[2] = 128;
@@ -928,8 +994,14 @@ static void *frame_thread(void *unused)
 	uint32_t fourcc = m->fourcc;
 	int64_t period = 1000000000LL / cam.rate;
 	(void)unused;
+	/* named, so that a benchmark can tell the fake camera's CPU (its JPEG encodes) from that of
+	 * the program it is preloaded into: /proc/PID/task/TID/comm */
+	pthread_setname_np(pthread_self(), "fakecam");
 	r.width = m->width;
 	r.height = m->height;
+	r.stamp_block = cfg.stamp ? stamp_block(m->width, m->height) : 0;
+	if (cfg.stamp && !r.stamp_block)
+		LOG("%ux%u is too small for the stamp: frames go without\n", m->width, m->height);
 	r.row = malloc((size_t)m->width * 3);
 	r.scratch_size = (size_t)m->width * m->height;
 	r.scratch = malloc(r.scratch_size);
@@ -968,6 +1040,19 @@ static void *frame_thread(void *unused)
 			struct timespec taken = next; /* the frame's capture time: its scheduled tick */
 			uint32_t used;
 			r.frame = frame;
+			if (r.stamp_block) {
+				/* The stamp carries the buffer's own timestamp (the tick, on CLOCK_MONOTONIC) on
+				 * the wall clock: drawn before the encode, as a camera's exposure precedes its
+				 * transfer, so a latency read from it includes this frame's encode too. */
+				struct timespec mono, wall;
+				int64_t wall_ns;
+				clock_gettime(CLOCK_MONOTONIC, &mono);
+				clock_gettime(CLOCK_REALTIME, &wall);
+				wall_ns = (int64_t)wall.tv_sec * 1000000000LL + wall.tv_nsec -
+					  ((int64_t)mono.tv_sec * 1000000000LL + mono.tv_nsec) +
+					  (int64_t)taken.tv_sec * 1000000000LL + taken.tv_nsec;
+				stamp_bits((uint64_t)((wall_ns + 500000) / 1000000), r.stamp);
+			}
 			used = render_frame(&r, fourcc, cam.map + (size_t)index * cam.buf_size, cam.buf_size);
 			pthread_mutex_lock(&lock);
 			cam.bufs[index].bytesused = used;

@@ -9,13 +9,15 @@ never imported by the test process itself. It prints one JSON object on its last
         {"exists": true|false, "is_char_device": ..., "realpath": ...} as this process sees it
     probe.py ioctls DEVICE
         what VIDIOC_QUERYCAP says, and the errno of a control, an ioctl a webcam lacks, a read()
-    probe.py stream DEVICE CAPS SECONDS [--reopen-within S] [--decoder "ELEMENT PROPS"]
+    probe.py stream DEVICE CAPS SECONDS [--reopen-within S] [--decoder "ELEMENT PROPS"] [--stamped]
         streams DEVICE at CAPS (e.g. "image/jpeg,width=320,height=240,framerate=30/1") for SECONDS
         or until an error, and reports each camera buffer (arrival, PTS, size, end-of-image marker,
         the fake camera's COM marker) and each decoded frame (the frame number read from its
-        pixels). With --reopen-within, after an error it waits up to S seconds for the device to
-        exist again and streams a second phase from a new pipeline. Prints "streaming" on a line
-        of its own when the first frame arrives (so a caller can act on a running stream).
+        pixels; with --stamped, below the stamp, and the age of the frame's capture-time stamp
+        when it was decoded, ``stamp_age_ms``, None if unreadable). With --reopen-within, after
+        an error it waits up to S seconds for the device to exist again and streams a second
+        phase from a new pipeline. Prints "streaming" on a line of its own when the first frame
+        arrives (so a caller can act on a running stream).
 """
 
 from __future__ import annotations
@@ -115,10 +117,20 @@ def ioctls(device: str) -> dict:
         os.close(fd)
 
 
+def stamp_age_ms(gray: bytes, width: int, height: int, now_s: float) -> float | None:
+    """How old the capture-time stamp in a GRAY8 frame was at ``now_s`` (wall clock), read with
+    the stack's own reader; None if the frame has no readable stamp."""
+    from streamer.media import stamp  # the project's reader, pure Python; only --stamped needs it
+
+    luma = stamp.Plane(0, (width + 3) & ~3)  # GStreamer's GRAY8 rows are padded to 4 bytes
+    value = stamp.read(gray, stamp.FrameLayout(width, height, luma, luma, luma))  # reads luma only
+    return None if value is None else stamp.age_ms(value, now_s)
+
+
 class Phase:
     """One pipeline from open to error, EOS or the end of its time."""
 
-    def __init__(self, device: str, caps_text: str, decoder: str) -> None:
+    def __init__(self, device: str, caps_text: str, decoder: str, stamped: bool = False) -> None:
         jpeg = caps_text.startswith("image/jpeg")
         decode = f"{decoder} ! " if jpeg else ""
         self.pipeline = Gst.parse_launch(
@@ -126,6 +138,7 @@ class Phase:
             "videoconvert ! video/x-raw,format=GRAY8 ! appsink name=out emit-signals=true sync=false"
         )
         self.jpeg = jpeg
+        self.stamped = stamped
         self.buffers: list[dict] = []
         self.decoded: list[dict] = []
         self.errors: list[dict] = []
@@ -162,13 +175,20 @@ class Phase:
         structure = sample.get_caps().get_structure(0)
         width, height = structure.get_value("width"), structure.get_value("height")
         buffer = sample.get_buffer()
+        decoded_at = time.time()  # wall clock, before anything is read: the stamp's clock
         ok, mapped = buffer.map(Gst.MapFlags.READ)
         if ok:
             try:
-                number = frame_number(bytes(mapped.data), width, height)
+                data = bytes(mapped.data)
             finally:
                 buffer.unmap(mapped)
-            self.decoded.append({"t": time.monotonic() - self.started, "frame": number})
+            entry = {
+                "t": time.monotonic() - self.started,
+                "frame": frame_number(data, width, height, self.stamped),
+            }
+            if self.stamped:
+                entry["stamp_age_ms"] = stamp_age_ms(data, width, height, decoded_at)
+            self.decoded.append(entry)
         return Gst.FlowReturn.OK
 
     def run(self, seconds: float) -> None:
@@ -213,8 +233,10 @@ class Phase:
         }
 
 
-def stream(device: str, caps_text: str, seconds: float, reopen_within: float | None, decoder: str) -> dict:
-    phase = Phase(device, caps_text, decoder)
+def stream(
+    device: str, caps_text: str, seconds: float, reopen_within: float | None, decoder: str, stamped: bool
+) -> dict:
+    phase = Phase(device, caps_text, decoder, stamped)
     phase.run(seconds)
     phases = [phase.report()]
     if reopen_within is not None and phase.errors:
@@ -223,7 +245,7 @@ def stream(device: str, caps_text: str, seconds: float, reopen_within: float | N
         while not os.path.exists(device) and time.monotonic() < deadline:
             time.sleep(0.02)  # polling a condition up to its deadline
         back_after = time.monotonic() - gone_at if os.path.exists(device) else None
-        second = Phase(device, caps_text, decoder)
+        second = Phase(device, caps_text, decoder, stamped)
         if back_after is not None:
             second.run(seconds)
         phases.append({**second.report(), "back_after_s": back_after})
@@ -238,6 +260,7 @@ def main() -> None:
     parser.add_argument("seconds", nargs="?", type=float, default=3.0)
     parser.add_argument("--reopen-within", type=float)
     parser.add_argument("--decoder", default="jpegdec")
+    parser.add_argument("--stamped", action="store_true", help="the camera draws the capture-time stamp")
     args = parser.parse_args()
     if args.command == "caps":
         result = caps(args.device)
@@ -246,7 +269,7 @@ def main() -> None:
     elif args.command == "ioctls":
         result = ioctls(args.device)
     else:
-        result = stream(args.device, args.caps, args.seconds, args.reopen_within, args.decoder)
+        result = stream(args.device, args.caps, args.seconds, args.reopen_within, args.decoder, args.stamped)
     print(json.dumps(result), flush=True)
 
 
