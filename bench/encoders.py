@@ -417,12 +417,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.encoders", description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30.0, help="seconds of each CPU window (30)")
     parser.add_argument("--joins", type=int, default=5, help="late joiners per configuration (5)")
-    parser.add_argument("--short", action="store_true", help="2 s windows, 1 joiner, 1 chunk: a smoke run")
+    parser.add_argument("--short", action="store_true", help="1 s windows, 1 joiner, 1 chunk: a smoke run")
     add_stack_options(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     if args.short:
-        plan = Plan(width=args.width, height=args.height, seconds=2.0, warmup_s=0.5, short=True)
+        plan = Plan(width=args.width, height=args.height, seconds=1.0, warmup_s=0.5, short=True)
         setup = Setup(joins=1, min_chunks=1)
     else:
         plan = Plan(width=args.width, height=args.height, seconds=args.seconds)

@@ -61,10 +61,10 @@ def short_plan(width: int, height: int) -> Plan:
     return Plan(
         width=width,
         height=height,
-        seconds=2.0,
+        seconds=1.0,
         warmup_s=0.5,
         late_join_viewers=4,
-        late_join_window_s=4.0,
+        late_join_window_s=2.0,
         kills=("rtsp",),
         short=True,
     )

@@ -478,14 +478,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=float, default=30.0, help="seconds of each CPU window (30)")
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds of latency per path (20)")
     parser.add_argument("--joins", type=int, default=10, help="joiners per path (10)")
-    parser.add_argument("--short", action="store_true", help="2 s windows, 5 viewers, 1 join: a smoke run")
+    parser.add_argument("--short", action="store_true", help="1 s windows, 5 viewers, 1 join: a smoke run")
     add_stack_options(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     if args.short:
         viewers = min(5, args.viewers)
         setup = Setup(viewers=viewers, windows=(0, viewers), window_s=2.0, joins=1)
-        plan = Plan(width=args.width, height=args.height, seconds=2.0, warmup_s=0.5, short=True)
+        plan = Plan(width=args.width, height=args.height, seconds=1.0, warmup_s=0.5, short=True)
     else:
         setup = Setup(
             viewers=args.viewers,

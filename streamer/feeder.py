@@ -17,14 +17,27 @@ from collections import deque
 
 from streamer.config import Settings
 from streamer.media import gst, pipelines, shm, stamp
-from streamer.media.camera import CAMERA_ELEMENT, STAMP_ELEMENT, CaptureStamper, camera_for
+from streamer.media.camera import (
+    CAMERA_ELEMENT,
+    STAMP_ELEMENT,
+    CaptureStamper,
+    CorruptFrameGuard,
+    SettingsProblem,
+    camera_for,
+)
 from streamer.runtime.status import StatusWriter
-from streamer.runtime.worker import EXIT_FAILURE, run_worker
+from streamer.runtime.worker import EXIT_CONFIG, EXIT_FAILURE, run_worker
 
 NAME = "feeder"
 PROGRESS_INTERVAL_S = 1.0
 RATE_LOG_INTERVAL_S = 60.0
 CAMERA_CHECK_INTERVAL_MS = 500
+# The feeder gives up on a camera that stops delivering this long before STALL_FEEDER_S is up,
+# so it names the reason before the controller's watchdog (which sees frames only in the
+# once-a-second reports) takes it for stalled; and on one whose first frame does not come within
+# FIRST_FRAME_LIMIT_S (below the controller's 15 s to be ready; a loaded machine starts slowly).
+FRAME_WATCHDOG_MARGIN_S = 0.5
+FIRST_FRAME_LIMIT_S = 10.0
 FPS_WINDOW_S = 5.0
 # The leaky queue in front of each shm socket, as pipelines.feeder names them, by branch.
 # Sequence numbers kept for frames still on their way through a branch queue (a few at most).
@@ -110,6 +123,8 @@ class FeederMeter:
         now = time.monotonic()
         self._samples: deque[tuple[float, int]] = deque([(now, 0)])
         self._last_log = (now, 0)
+        self.guard: CorruptFrameGuard | None = None  # the V4L2 camera's: frames_corrupt
+        self.last_frame_at = now  # monotonic: the start, until the first frame
 
     def attach(self, tee: gst.Gst.Element) -> None:
         gst.add_buffer_probe(tee, "sink", self.on_frame)
@@ -128,6 +143,7 @@ class FeederMeter:
                 if len(self._order) > SEQUENCES_KEPT:
                     self._sequence_of.pop(self._order.popleft(), None)
             self.frames += 1
+            self.last_frame_at = time.monotonic()
             first = self.frames == 1
         if first:
             self._log.info("camera is delivering frames")
@@ -154,6 +170,7 @@ class FeederMeter:
             frames=frames,
             fps=self.fps(now, frames),
             camera_dropped=camera_dropped,
+            frames_corrupt=self.guard.corrupt if self.guard is not None else 0,
             branches=branches,
         )
         since, frames_then = self._last_log
@@ -167,11 +184,13 @@ class FeederMeter:
 
 def run(settings: Settings, status: StatusWriter, log: logging.Logger) -> int:
     camera = camera_for(settings)
+    camera.wait_until_present(settings.camera_wait_s, log)
     problem = camera.check()
     if problem:
         log.error("%s", problem)
         status.problem(problem)
-        return EXIT_FAILURE
+        # A mode the camera lacks: no retry can fix it (exit status 2 stops the controller).
+        return EXIT_CONFIG if isinstance(problem, SettingsProblem) else EXIT_FAILURE
     try:
         shm.remove_stale_sockets(settings.shm_sockets, log)
     except shm.UntrustedPath as err:
@@ -182,14 +201,15 @@ def run(settings: Settings, status: StatusWriter, log: logging.Logger) -> int:
         return EXIT_FAILURE
 
     log.info(
-        "%s → I420 %dx%d@%d → %s, %s",
+        "%s, %s → I420 %dx%d@%d → %s, %s",
         camera.label,
+        camera.describe_format(),
         settings.video_width,
         settings.video_height,
         settings.video_fps,
         *settings.shm_sockets,
     )
-    runner = gst.PipelineRunner(pipelines.feeder(settings), log)
+    runner = gst.PipelineRunner(pipelines.feeder(settings, camera.format), log)
     gst.hand_over_with_capture_time(
         runner.element(pipelines.CAMERA_OUT_ELEMENT), runner.element(pipelines.STAMPED_FRAMES_ELEMENT)
     )
@@ -205,11 +225,26 @@ def run(settings: Settings, status: StatusWriter, log: logging.Logger) -> int:
             "stamping each frame with its capture time (%d rows at the top)",
             stamp.band_height(settings.video_width, settings.video_height),
         )
+    if camera.guarded:
+        meter.guard = CorruptFrameGuard.attach(runner.element(CAMERA_ELEMENT), log)
     meter.attach(runner.element(pipelines.TEE_ELEMENT))
     gst.GLib.timeout_add(int(PROGRESS_INTERVAL_S * 1000), meter.report)
 
+    # A camera that stops delivering (frozen) or never starts (a mode it lists but does not
+    # deliver) posts nothing: v4l2src waits forever. The feeder says so itself, before the
+    # controller's stall limit would take it for a frozen feeder.
     def watch_camera() -> bool:
         problem = camera.lost()
+        quiet_s = time.monotonic() - meter.last_frame_at
+        limit_s = settings.stall_feeder_s - FRAME_WATCHDOG_MARGIN_S if meter.frames else FIRST_FRAME_LIMIT_S
+        if problem is None and quiet_s > limit_s:
+            mode = f"{settings.video_width}x{settings.video_height}@{settings.video_fps}"
+            problem = (
+                f"camera {camera.name} delivered no frame for {quiet_s:.1f} s (frozen, or it does "
+                f"not deliver the {mode} mode it lists)"
+                if meter.frames == 0
+                else f"camera {camera.name} stopped delivering frames ({quiet_s:.1f} s without one)"
+            )
         if problem:
             log.error("%s", problem)
             status.problem(problem)
@@ -240,8 +275,9 @@ def run(settings: Settings, status: StatusWriter, log: logging.Logger) -> int:
     for segment in shm.remove_segments_of([os.getpid()]):
         log.info("removed shared memory %s left by shmsink", segment)
     log.info(
-        "stopped after %d frames (%s)",
+        "stopped after %d frames, %d corrupt ones dropped (%s)",
         meter.frames,
+        meter.guard.corrupt if meter.guard is not None else 0,
         ", ".join(f"{name} branch dropped {tally.dropped}" for name, tally in meter.branches.items()),
     )
     return exit_code

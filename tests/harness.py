@@ -57,6 +57,8 @@ def stack_env(workdir: Path, **overrides: str) -> dict[str, str]:
         RESTART_DELAY_MIN_S="0.2",
         RESTART_DELAY_MAX_S="2",
         STOP_GRACE_S="5",
+        # A missing V4L2 camera fails at once (tests of the wait for a replugged camera set it).
+        CAMERA_WAIT_S="0",
         PYTHONUNBUFFERED="1",
     )
     env.update(overrides)

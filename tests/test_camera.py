@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from streamer import config
-from streamer.media import camera, gst
+from streamer.media import camera, gst, modes, pipelines
 from tests.harness import ROOT
 
 MJPEG_720P25 = "image/jpeg,width=1280,height=720,framerate=25/1"
@@ -67,6 +67,35 @@ def test_the_stamped_camera_passes_raw_frames_through_the_stamp_element(tmp_path
     )
 
 
+def test_the_synthetic_camera_sends_raw_yuyv_when_asked(tmp_path):
+    s = settings_with(tmp_path, "test-stamped", CAMERA_FORMAT="yuyv")
+    assert camera.camera_for(s).source() == (
+        "videotestsrc name=camera is-live=true pattern=smpte horizontal-speed=4 "
+        "! video/x-raw,format=I420,width=1280,height=720,framerate=25/1 "
+        "! identity name=stamp ! videoconvert ! video/x-raw,format=YUY2,width=1280,height=720,framerate=25/1"
+    )
+    assert "jpegdec" not in pipelines.feeder(s)
+    assert "jpegdec" in pipelines.feeder(settings_with(tmp_path, "test-stamped"))  # auto: MJPEG
+
+
+def test_camera_format_is_chosen_from_the_modes_mjpeg_first_with_auto():
+    offered = modes.parse_modes(
+        gst.describe_caps(
+            gst.Gst.Caps.from_string(
+                "image/jpeg,width=1280,height=720,framerate={ (fraction)30/1, (fraction)15/1 }; "
+                "video/x-raw,format=YUY2,width=640,height=480,framerate=30/1; "
+                "video/x-raw,format=YUY2,width=1280,height=720,framerate=10/1"
+            )
+        )
+    )
+    assert modes.choose_format(offered, 1280, 720, 30, "auto") == "mjpeg"
+    assert modes.choose_format(offered, 1280, 720, 10, "auto") == "yuyv"
+    assert modes.choose_format(offered, 640, 480, 30, "auto") == "yuyv"
+    assert modes.choose_format(offered, 640, 480, 30, "mjpeg") is None
+    assert modes.choose_format(offered, 1280, 720, 30, "yuyv") is None
+    assert modes.choose_format(offered, 1920, 1080, 30, "auto") is None
+
+
 def test_importing_the_camera_module_loads_no_gstreamer():
     """streamer.media.pipelines builds the source from it and must stay free of gi."""
     code = "import sys, streamer.media.camera; print([m for m in sys.modules if m.partition('.')[0] == 'gi'])"
@@ -116,23 +145,53 @@ def test_a_device_offering_the_mode_passes(tmp_path, monkeypatch):
     assert calls == [("v4l2src", {"device": "/dev/null"})]
 
 
-def test_a_device_without_the_mode_names_the_modes_it_offers(tmp_path, monkeypatch):
-    offering(
-        monkeypatch,
-        "image/jpeg,width=1280,height=720,framerate=30/1; "
-        "video/x-raw,format=YUY2,width=1280,height=720,framerate={ (fraction)25/1, (fraction)10/1 }",
+MJPEG_AT_30_RAW_AT_25 = (
+    "image/jpeg,width=1280,height=720,framerate=30/1; "
+    "video/x-raw,format=YUY2,width=1280,height=720,framerate={ (fraction)25/1, (fraction)10/1 }"
+)
+
+
+def test_auto_takes_mjpeg_where_offered_at_the_mode(tmp_path, monkeypatch):
+    offering(monkeypatch, MJPEG_AT_30_RAW_AT_25)
+    cam = camera.camera_for(settings_with(tmp_path, "/dev/null", VIDEO_FPS="30"))
+    assert cam.check() is None
+    assert (cam.format, cam.guarded, cam.decoder()) == ("mjpeg", True, "jpegdec ! ")
+    assert cam.describe_format() == "MJPEG (CAMERA_FORMAT=auto: offered at this mode)"
+
+
+def test_auto_takes_raw_yuyv_where_the_mode_has_no_mjpeg(tmp_path, monkeypatch):
+    offering(monkeypatch, MJPEG_AT_30_RAW_AT_25)
+    s = settings_with(tmp_path, "/dev/null")
+    cam = camera.camera_for(s)
+    assert cam.check() is None
+    assert (cam.format, cam.guarded, cam.decoder()) == ("yuyv", False, "")  # no JPEG to check or decode
+    assert cam.describe_format() == "YUYV (CAMERA_FORMAT=auto: no MJPEG at this mode)"
+    raw_720p25 = "video/x-raw,format=YUY2,width=1280,height=720,framerate=25/1"
+    assert cam.source() == f'v4l2src name=camera device="/dev/null" ! {raw_720p25}'
+    frames = pipelines.camera_frames(s, cam.format)
+    assert frames.startswith(cam.source() + " ! videoconvert ! videorate drop-only=true ! ")
+    assert "jpegdec" not in pipelines.feeder(s, cam.format)
+
+
+def test_a_device_without_the_mode_in_the_format_asked_names_the_modes_it_offers(tmp_path, monkeypatch):
+    offering(monkeypatch, MJPEG_AT_30_RAW_AT_25)
+    problem = camera.camera_for(settings_with(tmp_path, "/dev/null", CAMERA_FORMAT="mjpeg")).check()
+    assert isinstance(problem, camera.SettingsProblem)  # the feeder exits 2: no retry can fix it
+    assert problem == (
+        "camera /dev/null cannot deliver MJPEG 1280x720@25 (VIDEO_WIDTH, VIDEO_HEIGHT, VIDEO_FPS, "
+        "CAMERA_FORMAT); it offers, closest first: MJPEG 1280x720 at 30 fps; YUY2 1280x720 at 25, 10 fps"
     )
-    assert camera.camera_for(settings_with(tmp_path, "/dev/null")).check() == (
-        "camera /dev/null cannot deliver MJPEG 1280x720@25 (VIDEO_WIDTH, VIDEO_HEIGHT, VIDEO_FPS); "
-        "it offers: image/jpeg, width=1280, height=720, framerate=30/1; "
-        "video/x-raw, format=YUY2, width=1280, height=720, framerate={ 25/1, 10/1 }"
+    problem = camera.camera_for(settings_with(tmp_path, "/dev/null", VIDEO_FPS="60")).check()
+    assert problem == (
+        "camera /dev/null cannot deliver MJPEG or YUYV 1280x720@60 (VIDEO_WIDTH, VIDEO_HEIGHT, VIDEO_FPS); "
+        "it offers, closest first: MJPEG 1280x720 at 30 fps; YUY2 1280x720 at 25, 10 fps"
     )
 
 
 def test_a_device_offering_nothing_says_so(tmp_path, monkeypatch):
     offering(monkeypatch, "EMPTY")
     problem = camera.camera_for(settings_with(tmp_path, "/dev/null")).check()
-    assert problem is not None and problem.endswith("; it offers: nothing")
+    assert problem is not None and problem.endswith("; it offers, closest first: nothing")
 
 
 # --- synthetic: the unplug file, the stamp

@@ -30,7 +30,7 @@ EXPECTED = {
     ("x264", "stream"): "x264enc name=enc tune=zerolatency speed-preset=ultrafast bframes=0 key-int-max=30 "
     "bitrate=2000",
     ("x264", "record"): "x264enc name=enc speed-preset=superfast bitrate=2000 key-int-max=30 "
-    "option-string=scenecut=0",
+    "bframes=0 sliced-threads=true option-string=scenecut=0:rc-lookahead=0:sync-lookahead=0",
     ("openh264", "stream"): "openh264enc name=enc usage-type=camera complexity=low rate-control=bitrate "
     "bitrate=2000000 gop-size=30",
     ("openh264", "record"): "openh264enc name=enc usage-type=camera complexity=medium rate-control=bitrate "
@@ -133,7 +133,7 @@ def test_x264_recording_is_byte_for_byte_what_the_recorder_emits(settings):
     )
     assert chain == (
         "x264enc name=video_encoder speed-preset=superfast bitrate=4000 key-int-max=46 "
-        "option-string=scenecut=0"
+        "bframes=0 sliced-threads=true option-string=scenecut=0:rc-lookahead=0:sync-lookahead=0"
     )
     assert f"! {chain} ! h264parse ! " in pipelines.recorder(settings, "/tmp/session")
 

@@ -142,7 +142,9 @@ def test_recorder_encodes_chunks_and_snapshots(settings):
     assert video.startswith("queue name=video_queue leaky=downstream max-size-buffers=6 ")
     # keyframes are forced every 23 frames' time by the recorder; x264's own interval is a backstop
     assert "x264enc name=video_encoder speed-preset=superfast bitrate=4000 key-int-max=46 " in video
-    assert "option-string=scenecut=0" in video  # no extra keyframes: chunk lengths stay exact
+    assert "option-string=scenecut=0:" in video  # no extra keyframes: chunk lengths stay exact
+    # No frame delay: forced keyframes are kept when a slow camera makes GOPs a few frames long.
+    assert "bframes=0 sliced-threads=true" in video and "rc-lookahead=0:sync-lookahead=0" in video
     assert 'location="/ssd/00001_x/video_%05d.mp4" start-index=0 max-size-time=5980000000 ' in video
     assert 'muxer="mp4mux fragment-duration=500 fragment-mode=first-moov-then-finalise"' in video
     assert 'sink="filesink buffer-mode=unbuffered"' in video

@@ -195,7 +195,7 @@ def test_status_and_metrics_describe_camera_recording_and_workers(env, start):
     )
     camera = current["camera"]
     assert (camera["device"], camera["mode"]) == ("test", "320x240@30")
-    assert camera["frames"] > 0 and camera["dropped"] == 0
+    assert camera["frames"] > 0 and camera["dropped"] == 0 and camera["corrupt"] == 0
     assert set(camera["branches"]) == {"recorder", "stream"}
     recording = current["recording"]
     assert recording["on"] and recording["state"] == "recording" and not recording["paused"]
@@ -216,6 +216,7 @@ def test_status_and_metrics_describe_camera_recording_and_workers(env, start):
     for name in (
         "streamer_camera_frames_total",
         "streamer_camera_dropped_frames_total",
+        "streamer_camera_corrupt_frames_total",
         "streamer_camera_fps",
         "streamer_recorder_chunks_total",
         "streamer_recorder_snapshots_total",

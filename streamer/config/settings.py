@@ -32,6 +32,9 @@ ENCODERS = (ENCODER_AUTO, *ENCODER_KINDS)
 ENCODER_SOFTWARE = ("x264", "openh264")
 ENCODER_FALLBACK = "x264"
 RECORD_SOURCES = ("own", "stream")
+# What a V4L2 camera is asked for: ``auto`` takes MJPEG where the camera offers it at the mode,
+# else raw YUYV (cheap cameras offer only raw at small sizes).
+CAMERA_FORMATS = ("auto", "mjpeg", "yuyv")
 # Workers report progress once a second: a stall limit spans at least two reports, so a report
 # that comes a moment late is not taken for a stall.
 STALL_MIN_S = 2.0
@@ -82,6 +85,24 @@ class Settings:
         "`test-stamped` for the synthetic camera with each frame's capture time in its pixels (for the "
         "latency probe, see `bench/`).",
     )
+    camera_format: str = setting(
+        "CAMERA_FORMAT",
+        "auto",
+        parsers.choice(CAMERA_FORMATS),
+        "What the V4L2 camera sends at the mode: `auto` (MJPEG when it offers MJPEG at VIDEO_WIDTH x "
+        "VIDEO_HEIGHT @ VIDEO_FPS, else raw YUYV; the choice is logged and `doctor` shows it), `mjpeg` "
+        "or `yuyv`. Raw frames need no decoding but far more USB bandwidth: cameras offer them at small "
+        "sizes or low rates only. The synthetic camera sends MJPEG, or YUYV when asked.",
+    )
+    camera_wait_s: float = setting(
+        "CAMERA_WAIT_S",
+        "10",
+        parsers.seconds(0, 14),
+        "V4L2 camera: how long a feeder started without its device node (unplugged) waits for it, "
+        "looking every 0.1 s, before it fails and the controller retries after a pause; a replugged "
+        "camera (by path, or by its `/dev/v4l/by-id/...` name) is opened as soon as it is back. 0–14 s "
+        "(the controller gives a worker 15 s to be ready).",
+    )
     camera_unplug_file: Path | None = setting(
         "CAMERA_UNPLUG_FILE",
         "",
@@ -93,7 +114,7 @@ class Settings:
         "VIDEO_FPS",
         "30",
         parsers.int_range(1, 120),
-        "Frame rate, 1–120. The camera must offer MJPEG at exactly this rate and size.",
+        "Frame rate, 1–120. The camera must offer exactly this rate and size (`CAMERA_FORMAT`).",
     )
     video_width: int = setting(
         "VIDEO_WIDTH", "1280", parsers.even_range(16, 7680), "Frame width, even, 16–7680."

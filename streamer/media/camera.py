@@ -4,8 +4,9 @@ Three kinds: a V4L2 device (``/dev/...``), the synthetic camera (``CAMERA=test``
 synthetic camera with each frame's capture time in its pixels (``CAMERA=test-stamped``).
 ``camera_for(settings)`` picks one; the rest of the stack asks the camera, never the setting:
 its label for logs, its launch description, whether it is stamped, the check before start-up
-(``check``) and the check while running (``lost``). ``CaptureStamper`` writes the capture time
-into the stamped camera's frames.
+(``check``, which also settles ``CAMERA_FORMAT=auto`` against what a V4L2 camera offers) and the
+check while running (``lost``). ``CaptureStamper`` writes the capture time into the stamped
+camera's frames.
 
 Importing this module loads no GStreamer (launch descriptions are built from it by the pure
 ``streamer.media.pipelines``): what needs GStreamer imports ``streamer.media.gst`` when called.
@@ -20,14 +21,22 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
 from streamer.config import STAMPED_SYNTHETIC_CAMERA, SYNTHETIC_CAMERA, Settings
-from streamer.media import stamp
+from streamer.media import modes, stamp
 
 if TYPE_CHECKING:
     from streamer.media.gst import Gst
 
+# How often a missing V4L2 camera is looked for, and how long after its node appears it is opened.
+CAMERA_POLL_S = 0.1
+CAMERA_SETTLE_S = 0.2
+
 # Element names the workers look up by name.
 CAMERA_ELEMENT = "camera"
 STAMP_ELEMENT = "stamp"  # the stamped synthetic camera: where capture times are written
+
+
+# CAMERA_FORMAT's choices besides auto (streamer.config).
+MJPEG, YUYV = "mjpeg", "yuyv"
 
 
 def jpeg_caps(s: Settings) -> str:
@@ -35,10 +44,26 @@ def jpeg_caps(s: Settings) -> str:
     return f"image/jpeg,width={s.video_width},height={s.video_height},framerate={s.video_fps}/1"
 
 
+def camera_caps(s: Settings, camera_format: str) -> str:
+    """The camera mode the feeder asks for in ``camera_format``: MJPEG, or raw YUYV (GStreamer's
+    YUY2), at exactly the configured size and rate."""
+    if camera_format == YUYV:
+        return (
+            f"video/x-raw,format=YUY2,width={s.video_width},height={s.video_height},framerate={s.video_fps}/1"
+        )
+    return jpeg_caps(s)
+
+
 def raw_caps(s: Settings) -> str:
     """Raw I420 frames at the configured size and rate: what the synthetic camera draws (the
     layout the stamp is written into) and what the feeder writes into shared memory."""
     return f"video/x-raw,format=I420,width={s.video_width},height={s.video_height},framerate={s.video_fps}/1"
+
+
+class SettingsProblem(str):
+    """A camera problem no retry can fix: the settings ask for a mode the camera lacks. The
+    feeder stops with exit status 2 (EXIT_CONFIG), so the controller does not restart it; a
+    different camera plugged in later is found by the next start."""
 
 
 class Camera(ABC):
@@ -50,31 +75,60 @@ class Camera(ABC):
         self.settings = settings
         self.name = settings.camera
         self.label = label  # how the feeder's start-up line names the source
+        # MJPEG or YUYV: CAMERA_FORMAT, with auto as MJPEG until ``check`` has seen the camera.
+        self.format = YUYV if settings.camera_format == YUYV else MJPEG
+
+    @property
+    def guarded(self) -> bool:
+        """Frames may arrive broken: a CorruptFrameGuard goes on CAMERA_ELEMENT."""
+        return False
 
     @abstractmethod
     def source(self) -> str:
-        """A live MJPEG source at exactly the configured mode, named CAMERA_ELEMENT."""
+        """A live source of ``format`` at exactly the configured mode, named CAMERA_ELEMENT."""
+
+    def decoder(self) -> str:
+        """What turns the source's frames into raw ones: ``jpegdec``, or nothing for raw frames."""
+        return "jpegdec ! " if self.format == MJPEG else ""
 
     @abstractmethod
     def check(self) -> str | None:
-        """Why the camera cannot deliver the configured mode (checked before start-up), or None."""
+        """Why the camera cannot deliver the configured mode (checked before start-up), or None;
+        a ``SettingsProblem`` when only other settings can fix it."""
 
     @abstractmethod
     def lost(self) -> str | None:
         """Why a running camera has gone, if it has (checked every half second)."""
 
+    def wait_until_present(self, timeout_s: float, log: logging.Logger) -> bool:
+        """Wait up to ``timeout_s`` for a camera that is not there (unplugged) to come back:
+        True when it is there (at once, usually). Only a device node can come back by itself."""
+        return True
+
+    def describe_format(self) -> str:
+        """The format in use, for the feeder's start-up line."""
+        return self.format.upper()
+
 
 class V4l2Camera(Camera):
-    """A V4L2 device asked for MJPEG at exactly VIDEO_WIDTH x VIDEO_HEIGHT @ VIDEO_FPS."""
+    """A V4L2 device asked for MJPEG or raw YUYV (CAMERA_FORMAT) at exactly VIDEO_WIDTH x
+    VIDEO_HEIGHT @ VIDEO_FPS."""
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings, label=settings.camera)
 
+    @property
+    def guarded(self) -> bool:
+        return self.format == MJPEG  # the guard looks for a JPEG's end; raw frames have none
+
     def source(self) -> str:
-        return f'v4l2src name={CAMERA_ELEMENT} device="{self.name}" ! {jpeg_caps(self.settings)}'
+        return (
+            f'v4l2src name={CAMERA_ELEMENT} device="{self.name}" ! {camera_caps(self.settings, self.format)}'
+        )
 
     def check(self) -> str | None:
-        """Missing, cannot be opened, or does not offer the mode (then: which modes it offers)."""
+        """Missing, cannot be opened, or does not offer the mode in a format CAMERA_FORMAT allows
+        (then: which modes it offers). Otherwise sets ``format``: with auto, MJPEG where offered."""
         from streamer.media import gst
 
         device, s = self.name, self.settings
@@ -84,18 +138,49 @@ class V4l2Camera(Camera):
             offered = gst.source_caps("v4l2src", device=device)
         except gst.DeviceError as err:
             return f"camera {device} cannot be opened: {err}"
-        if offered.can_intersect(gst.Gst.Caps.from_string(jpeg_caps(s))):
-            return None
-        modes = "; ".join(gst.describe_caps(offered)) or "nothing"
-        return (
-            f"camera {device} cannot deliver MJPEG {s.video_width}x{s.video_height}"
-            f"@{s.video_fps} (VIDEO_WIDTH, VIDEO_HEIGHT, VIDEO_FPS); it offers: {modes}"
+        for choice in modes.formats_tried(s.camera_format):
+            if offered.can_intersect(gst.Gst.Caps.from_string(camera_caps(s, choice))):
+                self.format = choice
+                return None
+        offers = modes.readable(
+            gst.describe_caps(offered), s.video_width, s.video_height, s.video_fps, s.camera_format
         )
+        wanted = " or ".join(choice.upper() for choice in modes.formats_tried(s.camera_format))
+        named = "VIDEO_WIDTH, VIDEO_HEIGHT, VIDEO_FPS" + (
+            ", CAMERA_FORMAT" if s.camera_format != "auto" else ""
+        )
+        return SettingsProblem(
+            f"camera {device} cannot deliver {wanted} {s.video_width}x{s.video_height}"
+            f"@{s.video_fps} ({named}); it offers, closest first: {offers}"
+        )
+
+    def describe_format(self) -> str:
+        """The format in use and why, for the feeder's start-up line."""
+        if self.settings.camera_format != "auto":
+            return f"{self.format.upper()} (CAMERA_FORMAT={self.format})"
+        why = "offered at this mode" if self.format == MJPEG else "no MJPEG at this mode"
+        return f"{self.format.upper()} (CAMERA_FORMAT=auto: {why})"
 
     def lost(self) -> str | None:
         if not os.path.exists(self.name):
             return f"camera {self.name} disappeared (unplugged?)"
         return None
+
+    def wait_until_present(self, timeout_s: float, log: logging.Logger) -> bool:
+        """Poll for the node (or the ``/dev/v4l/by-id/...`` link CAMERA names, which follows
+        the camera to a new node number) every CAMERA_POLL_S: a replugged camera is opened
+        within that of its node appearing, not after the controller's growing restart pauses."""
+        if os.path.exists(self.name) or timeout_s <= 0:
+            return os.path.exists(self.name)
+        log.warning("camera %s is not there (unplugged?): waiting up to %.0f s for it", self.name, timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            time.sleep(CAMERA_POLL_S)
+            if os.path.exists(self.name):
+                log.info("camera %s is back", self.name)
+                time.sleep(CAMERA_SETTLE_S)  # udev sets the node's permissions just after it appears
+                return True
+        return False
 
 
 class SyntheticCamera(Camera):
@@ -113,9 +198,10 @@ class SyntheticCamera(Camera):
     def source(self) -> str:
         s = self.settings
         stamp_element = f"! identity name={STAMP_ELEMENT} " if self.stamped else ""
+        encode = "jpegenc quality=85" if self.format == MJPEG else "videoconvert"
         return (
             f"videotestsrc name={CAMERA_ELEMENT} is-live=true pattern=smpte horizontal-speed=4 "
-            f"! {raw_caps(s)} {stamp_element}! jpegenc quality=85 ! {jpeg_caps(s)}"
+            f"! {raw_caps(s)} {stamp_element}! {encode} ! {camera_caps(s, self.format)}"
         )
 
     def check(self) -> str | None:
@@ -143,6 +229,75 @@ def camera_for(settings: Settings) -> Camera:
     if settings.camera in (SYNTHETIC_CAMERA, STAMPED_SYNTHETIC_CAMERA):
         return SyntheticCamera(settings, stamped=settings.camera == STAMPED_SYNTHETIC_CAMERA)
     return V4l2Camera(settings)
+
+
+# A JPEG ends with its end-of-image marker; a camera may pad the payload after it, never by much.
+JPEG_END = b"\xff\xd9"
+JPEG_END_SEARCH_BYTES = 32
+CORRUPT_LOG_INTERVAL_S = 10.0
+
+
+class CorruptFrameGuard:
+    """Drops broken JPEG frames from a V4L2 camera before ``jpegdec``, which would decode them
+    silently (the missing part grey), and counts them (``frames_corrupt``).
+
+    Broken: no end-of-image marker near the end (a truncated frame: lost USB packets at its
+    end), or flagged CORRUPTED (``v4l2src`` sets it when the driver dequeues the frame with
+    V4L2_BUF_FLAG_ERROR). The marker cannot occur by chance inside the scan data (a 0xFF byte
+    there is always followed by 0x00 or a restart marker). A corrupt frame that carries its
+    marker and no flag is not detectable here. Logged at the first one, then at most once per
+    CORRUPT_LOG_INTERVAL_S with the count since. A run of nothing but broken frames leaves the
+    feeder without frames: its stall watchdog treats that as a camera problem.
+    """
+
+    def __init__(self, log: logging.Logger) -> None:
+        from streamer.media.gst import Gst
+
+        self.corrupt = 0
+        self._log = log
+        self._logged_at: float | None = None
+        self._logged_count = 0
+        self._corrupted = Gst.BufferFlags.CORRUPTED
+        self._ok, self._drop = Gst.PadProbeReturn.OK, Gst.PadProbeReturn.DROP
+
+    @classmethod
+    def attach(cls, element: Gst.Element, log: logging.Logger) -> CorruptFrameGuard:
+        """Guard the frames leaving ``element`` (the camera's CAMERA_ELEMENT)."""
+        from streamer.media.gst import Gst
+
+        guard = cls(log)
+        element.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, guard.on_frame)
+        return guard
+
+    def broken(self, buffer: Gst.Buffer) -> str | None:
+        """Why this frame is broken, or None."""
+        if buffer.has_flags(self._corrupted):
+            return "flagged corrupt by the camera"
+        size = buffer.get_size()
+        tail = buffer.extract_dup(max(0, size - JPEG_END_SEARCH_BYTES), min(size, JPEG_END_SEARCH_BYTES))
+        if JPEG_END not in tail:
+            return f"no end-of-image marker ({size} bytes: truncated)"
+        return None
+
+    def on_frame(self, _pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
+        why = self.broken(info.get_buffer())
+        if why is None:
+            return self._ok
+        self.corrupt += 1
+        now = time.monotonic()
+        if self._logged_at is None:
+            self._log.warning("dropped a corrupt frame from the camera (%s)", why)
+            self._logged_at, self._logged_count = now, self.corrupt
+        elif now - self._logged_at >= CORRUPT_LOG_INTERVAL_S:
+            self._log.warning(
+                "dropped %d corrupt frames from the camera in the last %.0f s (%d in all; latest: %s)",
+                self.corrupt - self._logged_count,
+                now - self._logged_at,
+                self.corrupt,
+                why,
+            )
+            self._logged_at, self._logged_count = now, self.corrupt
+        return self._drop
 
 
 class CaptureStamper:

@@ -13,8 +13,8 @@ description between the raw I420 caps and ``h264parse`` for either use:
   the recorder's forced keyframes alone decide the GOPs (``keyframe_interval`` is then only a
   backstop, see ``record_keyframe_interval``).
 
-The x264 descriptions are byte for byte what ``pipelines.rtsp_media`` and ``pipelines.recorder``
-emitted before this module existed, so switching them over changes nothing for x264.
+The x264 stream description is byte for byte what ``pipelines.rtsp_media`` emitted before this
+module existed; the recording's has since lost x264's frame delay (see ``_x264``).
 
 What each choice rests on is cited beside it. Sources: ``gst-inspect-1.0`` 1.22.0 on Debian
 bookworm (x264enc, openh264enc); the GStreamer sources at tag 1.22.0 (subprojects
@@ -110,7 +110,12 @@ def _kbit(bitrate_bps: int) -> int:
 def _x264(name: str, bitrate_bps: int, keyframe_interval: int, purpose: Purpose) -> str:
     # The stream: zerolatency (no look-ahead, no frame threads, no B-frames: x264's delay is zero
     # frames), ultrafast. The recording: superfast (quality per bit, within a core), no scene-cut
-    # keyframes, so the forced keyframes alone decide the GOPs (field notes). bitrate is kbit/s.
+    # keyframes, so the forced keyframes alone decide the GOPs (field notes), and no frame delay
+    # either (no look-ahead, sliced threads, no B-frames): a keyframe forced while the encoder
+    # still holds frames for an earlier one is lost in GStreamer 1.22, and with a camera
+    # delivering half its rate (low light) a 0.5 s GOP is 7 frames, fewer than superfast's
+    # look-ahead: keyframes then came every key-int-max frames only and chunks were 4 s, not
+    # 5.5 s. bitrate is kbit/s.
     if purpose is Purpose.STREAM:
         return (
             f"x264enc name={name} tune=zerolatency speed-preset=ultrafast bframes=0 "
@@ -118,7 +123,8 @@ def _x264(name: str, bitrate_bps: int, keyframe_interval: int, purpose: Purpose)
         )
     return (
         f"x264enc name={name} speed-preset=superfast bitrate={_kbit(bitrate_bps)} "
-        f"key-int-max={keyframe_interval} option-string=scenecut=0"
+        f"key-int-max={keyframe_interval} bframes=0 sliced-threads=true "
+        "option-string=scenecut=0:rc-lookahead=0:sync-lookahead=0"
     )
 
 

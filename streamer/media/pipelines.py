@@ -114,17 +114,21 @@ def _shm_branch(s: Settings, socket_path: str, name: str) -> str:
     )
 
 
-def camera_frames(s: Settings) -> str:
-    """Camera → JPEG decode → I420 at the configured size and rate.
+def camera_frames(s: Settings, camera_format: str | None = None) -> str:
+    """Camera → JPEG decode (MJPEG) → I420 at the configured size and rate. ``camera_format``:
+    what the feeder settled CAMERA_FORMAT on (``camera.Camera.check``); default: CAMERA_FORMAT,
+    ``auto`` taken as MJPEG.
 
     ``videorate drop-only=true`` enforces the frame rate without holding a frame back (plain
     videorate keeps one frame to decide on duplicates: +1 frame of latency).
     """
-    source = camera.camera_for(s).source()
-    return f"{source} ! jpegdec ! videoconvert ! videorate drop-only=true ! {raw_caps(s)}"
+    source = camera.camera_for(s)
+    if camera_format is not None:
+        source.format = camera_format
+    return f"{source.source()} ! {source.decoder()}videoconvert ! videorate drop-only=true ! {raw_caps(s)}"
 
 
-def feeder(s: Settings) -> str:
+def feeder(s: Settings, camera_format: str | None = None) -> str:
     """The camera's frames, each with its capture time appended, tee'd into two shared-memory
     sockets.
 
@@ -135,7 +139,7 @@ def feeder(s: Settings) -> str:
     """
     stamped_bytes = shm_frame_bytes(s)
     return (
-        f"{camera_frames(s)} ! appsink name={CAMERA_OUT_ELEMENT} emit-signals=true sync=false "
+        f"{camera_frames(s, camera_format)} ! appsink name={CAMERA_OUT_ELEMENT} emit-signals=true sync=false "
         "max-buffers=2 drop=false wait-on-eos=false enable-last-sample=false "
         f'appsrc name={STAMPED_FRAMES_ELEMENT} caps="{raw_caps(s)}" is-live=true format=time '
         f"leaky-type=downstream max-buffers=2 max-bytes={2 * stamped_bytes} max-time=0 "
@@ -340,7 +344,7 @@ def record_stream_video(s: Settings, chunks: str) -> str:
 def record_encoder(s: Settings, gst_version: tuple[int, int] = OLDEST_GSTREAMER) -> str:
     """The recording's encoder chain (``VIDEO_ENCODER_ELEMENT``): ``encoder_kind``'s element
     at RECORD_BITRATE, for quality per bit. x264: ``x264enc speed-preset=superfast bitrate=…
-    key-int-max=… option-string=scenecut=0``."""
+    key-int-max=… bframes=0 sliced-threads=true option-string=scenecut=0:…`` (no frame delay)."""
     return encoders.encoder_chain(
         encoder_kind(s),
         name=VIDEO_ENCODER_ELEMENT,

@@ -93,6 +93,11 @@ class SnapshotCollector(Collector):
             "Camera frames beyond the configured rate, dropped",
             feeder.get("camera_dropped"),
         )
+        yield from self._counter(
+            "streamer_camera_corrupt_frames_total",
+            "Broken JPEG frames from the camera, dropped before decoding",
+            feeder.get("frames_corrupt"),
+        )
         yield from self._gauge(
             "streamer_camera_fps", "Measured camera frame rate, frames per second", feeder.get("fps")
         )

@@ -97,6 +97,7 @@ def camera_section(settings: Settings, snap: Snapshot) -> dict[str, Any]:
         "fps": feeder.get("fps"),
         "frames": feeder.get("frames"),
         "dropped": feeder.get("camera_dropped"),
+        "corrupt": feeder.get("frames_corrupt"),
         "branches": feeder.get("branches", {}),
     }
 
