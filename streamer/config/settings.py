@@ -83,7 +83,7 @@ class Settings:
         parsers.camera,
         "V4L2 device (`/dev/...`, e.g. `/dev/v4l/by-id/...`), `test` for the synthetic camera, or "
         "`test-stamped` for the synthetic camera with each frame's capture time in its pixels (for the "
-        "latency probe, see `bench/`).",
+        "latency probe, see `bench/`). See [Cameras](docs/cameras.md).",
     )
     camera_format: str = setting(
         "CAMERA_FORMAT",
