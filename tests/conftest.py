@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from streamer.testing import Proc, alive, wait_until
-from tests.harness import shm_segments, short_tempdir, stack_env
+from tests.harness import assert_no_segments_left, shm_segments, short_tempdir, stack_env
 
 
 def processes_using(workdir: Path) -> list[int]:
@@ -37,8 +37,7 @@ def workdir() -> Iterator[Path]:
     yield path
     try:
         wait_until(lambda: not processes_using(path), 10, "the test's processes to end")
-        leaked = shm_segments() - segments_before
-        assert not leaked, f"shared memory segments left behind: {sorted(leaked)}"
+        assert_no_segments_left(segments_before)
         sockets = sorted(p.name for p in path.glob("*.sock*"))
         assert not sockets, f"socket files left behind: {sockets}"
     finally:

@@ -27,7 +27,7 @@ from streamer import config  # noqa: E402
 from streamer.config import Settings  # noqa: E402
 from streamer.media import gst, pipelines, shm  # noqa: E402
 from streamer.media.rtsp_client import RtspClient  # noqa: E402
-from streamer.testing import ROOT, Proc, free_port, wait_until  # noqa: E402
+from streamer.testing import ROOT, Proc, WaitTimeout, free_port, wait_until  # noqa: E402
 
 __all__ = ["ROOT", "Proc", "free_port", "wait_until"]  # re-exported for the tests
 
@@ -200,3 +200,15 @@ def shm_segments() -> set[str]:
         if owner is not None and not Path(f"/proc/{owner}").exists():
             dead.add(path.name)
     return dead
+
+
+def assert_no_segments_left(before: set[str], within_s: float = 10) -> None:
+    """No segment of a dead writer beyond ``before`` stays. Tests run side by side (pytest -n):
+    another test's deliberately killed worker leaves one for a moment, until that test's
+    controller removes it, so only a segment that stays is a leak; once all of this test's
+    processes have ended, nothing would remove one of ours."""
+    try:
+        wait_until(lambda: not (shm_segments() - before), within_s, "the segments to go", 0.1)
+    except WaitTimeout:
+        left = sorted(shm_segments() - before)
+        raise AssertionError(f"shared memory segments left behind: {left}") from None

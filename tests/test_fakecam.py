@@ -216,6 +216,7 @@ def test_every_nth_frame_truncated_lacks_its_end_marker() -> None:
         neighbours = [sizes[n] for n in (frame - 1, frame + 1) if n in sizes]
         assert sizes[frame] < 0.7 * min(neighbours), (frame, sizes[frame], neighbours)
     # What the stack has to cope with: jpegdec decodes them silently (half grey), no message.
+    assert phase["drained"], "every frame handed over reached the decoder's output before counting"
     assert len(phase["decoded"]) == len(phase["buffers"]) and not phase["warnings"]
 
 
@@ -229,7 +230,7 @@ def test_every_nth_frame_corrupt_loses_data_and_is_flagged_if_asked(error_flag: 
     assert all(b["complete"] for b in buffers), "a corrupt frame keeps its end-of-image marker"
     flagged = [b["frame"] for b in buffers if b["corrupted"]]  # V4L2_BUF_FLAG_ERROR -> CORRUPTED
     assert flagged == ([b["frame"] for b in corrupt] if error_flag else [])
-    assert len(phase["decoded"]) == len(buffers), "jpegdec passes them on either way"
+    assert phase["drained"] and len(phase["decoded"]) == len(buffers), "jpegdec passes them on either way"
 
 
 def test_the_rate_drops_after_frame_k() -> None:
@@ -244,7 +245,10 @@ def test_the_rate_drops_after_frame_k() -> None:
 
 def test_a_stalled_camera_delivers_nothing_more_and_reports_nothing() -> None:
     (phase,) = stream(seconds=2, faults=Faults(stall_after=15))
-    assert frames(phase) == list(range(1, 16))
+    # A loaded machine may miss a frame before the stall (the camera drops it while all its
+    # buffers are held); none may come after it.
+    numbers = frames(phase)
+    assert numbers == sorted(set(numbers)) and len(numbers) >= 12 and numbers[-1] <= 15, numbers
     assert not phase["errors"] and not phase["eos"]
 
 

@@ -77,6 +77,7 @@ from streamer.testing import ROOT, Proc, port_open
 from tests.harness import (
     TEST_HEIGHT,
     TEST_WIDTH,
+    assert_no_segments_left,
     free_port,
     settings_for,
     shm_segments,
@@ -1409,7 +1410,7 @@ def flight() -> Iterator[Flight]:
     finally:
         drone.stop(20)
         ground.close()
-        assert not (shm_segments() - segments_before)
+        assert_no_segments_left(segments_before)
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -23,7 +23,16 @@ from streamer.media import shm
 from streamer.runtime import state
 from streamer.storage import layout
 from streamer.testing import wait_state
-from tests.harness import TEST_FPS, TEST_HEIGHT, TEST_WIDTH, Proc, shm_segments, short_tempdir, stack_env
+from tests.harness import (
+    TEST_FPS,
+    TEST_HEIGHT,
+    TEST_WIDTH,
+    Proc,
+    assert_no_segments_left,
+    shm_segments,
+    short_tempdir,
+    stack_env,
+)
 from tests.media import (
     CHUNK_S,
     LinkWatch,
@@ -79,7 +88,7 @@ def run() -> Iterator[Run]:
     started = log_time(drone.matches(r".* recorder: receiving frames")[0].group(0))
     finished = log_time(drone.matches(r".* recorder: end of stream")[0].group(0))
     yield Run(ssd, drone.output, exit_code, finished - started, watch)
-    assert not (shm_segments() - segments_before)
+    assert_no_segments_left(segments_before)
     shutil.rmtree(workdir, ignore_errors=True)
 
 

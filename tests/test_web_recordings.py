@@ -30,7 +30,15 @@ from streamer.runtime import commands
 from streamer.storage import layout
 from streamer.testing import Proc, port_open
 from streamer.web import controls
-from tests.harness import TEST_HEIGHT, TEST_WIDTH, shm_segments, short_tempdir, stack_env, wait_until
+from tests.harness import (
+    TEST_HEIGHT,
+    TEST_WIDTH,
+    assert_no_segments_left,
+    shm_segments,
+    short_tempdir,
+    stack_env,
+    wait_until,
+)
 from tests.http_client import Answer, http_request
 from tests.media import decodes_cleanly, jpeg_size, video_info
 
@@ -138,7 +146,7 @@ def stack() -> Iterator[Stack]:
     finally:
         for proc in started:
             proc.stop(15)
-        assert not (shm_segments() - segments_before)
+        assert_no_segments_left(segments_before)
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -143,7 +143,8 @@ class Phase:
         self.decoded: list[dict] = []
         self.errors: list[dict] = []
         self.warnings: list[str] = []
-        self.eos = False
+        self.eos = False  # the stream ended by itself (not the EOS drain() sends at the deadline)
+        self.drained = False
         self.started = time.monotonic()
         self.playing = False
         camera_pad = self.pipeline.get_by_name("camera").get_static_pad("src")
@@ -220,7 +221,19 @@ class Phase:
                 }
             )
             break
+        if self.playing and not self.errors and not self.eos:
+            self.drain(bus)
         self.pipeline.set_state(Gst.State.NULL)
+
+    def drain(self, bus: Gst.Bus, within_s: float = 5.0) -> None:
+        """Ends the stream with EOS, as ``gst-launch -e`` does, and waits for it at the sink: every
+        frame the camera handed over by now is decoded before the counts are read, so a count
+        never differs by a frame still between the camera and the decoder at the deadline."""
+        self.pipeline.send_event(Gst.Event.new_eos())
+        message = bus.timed_pop_filtered(
+            int(within_s * Gst.SECOND), Gst.MessageType.ERROR | Gst.MessageType.EOS
+        )
+        self.drained = message is not None and message.type == Gst.MessageType.EOS
 
     def report(self) -> dict:
         return {
@@ -230,6 +243,7 @@ class Phase:
             "errors": self.errors,
             "warnings": self.warnings,
             "eos": self.eos,
+            "drained": self.drained,
         }
 
 
