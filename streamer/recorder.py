@@ -452,10 +452,11 @@ class Recorder:
         stream_video = branches.video and pipelines.records_the_stream(settings)
         if stream_video and not self._wait_for_stream():
             return EXIT_OK, False
+        first_chunk = layout.next_index(session, "video_") if branches.video and session else 0
         description = pipelines.recorder(
             settings,
             str(session) if session else None,
-            first_chunk=layout.next_index(session, "video_") if branches.video and session else 0,
+            first_chunk=first_chunk,
             first_image=layout.next_index(session, "image_") if branches.images and session else 0,
             video=branches.video,
             images=branches.images,
@@ -539,8 +540,10 @@ class Recorder:
             # latest-frame sink still holds would keep this reader connected to the feeder.
             runner.on_error = runner.on_element_message = None
             self.recording, self._runner = NOTHING, None
-        if self.stopping:
-            return exit_code, False
+        if runner.ended_without_eos and branches.video and session:
+            set_aside_unfinished_chunk(session, first_chunk, self.log)
+        if self.stopping:  # a stream lost meanwhile was handled (it would have been tried again)
+            return (EXIT_OK if lost_stream else exit_code), False
         if out_of_space or lost_stream:
             return EXIT_OK, True
         return exit_code, exit_code == EXIT_OK and self._restarting
@@ -902,6 +905,23 @@ def set_aside_interrupted_files(settings: Settings, log: logging.Logger) -> None
         log.info("removing %s, a snapshot that was being saved when the recorder was killed", leftover)
         with contextlib.suppress(FileNotFoundError):
             leftover.unlink()
+
+
+def set_aside_unfinished_chunk(session: Path, first_chunk: int, log: logging.Logger) -> None:
+    """After a pipeline stopped without its end-of-stream (e.g. the RTSP stream failed while
+    connecting, so nothing could push it), the chunk it had open was never finalised: remove it
+    if nothing was written into it, rename it to ``*.unplayable`` if it cannot be played. Only
+    ``video_*.mp4`` files that play stay under that name."""
+    chunks = layout.chunks_from(session, first_chunk)
+    if not chunks:
+        return
+    newest = chunks[-1]
+    if newest.stat().st_size == 0:
+        log.info("removing %s: the pipeline stopped before a frame was written into it", newest)
+        newest.unlink(missing_ok=True)
+    elif problem := gst.unreadable(str(newest)):
+        log.warning("%s cannot be played (%s): renamed to *%s", newest, problem, layout.UNPLAYABLE_SUFFIX)
+        layout.set_aside(newest)
 
 
 def run(settings: Settings, status: StatusWriter, log: logging.Logger) -> int:

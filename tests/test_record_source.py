@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import threading
 from pathlib import Path
 
 from streamer.media.rtsp_client import RtspClient
@@ -93,3 +95,33 @@ def test_a_stream_worker_that_goes_away_costs_a_gap_not_the_recorder(workdir, en
         assert decodes_cleanly(chunk) == "", chunk
     drone.signal(signal.SIGTERM)
     assert drone.wait(30) == 0, drone.output
+
+
+def test_a_stream_that_fails_while_connecting_leaves_no_unfinished_chunk(workdir, env, start):
+    """The RTSP port takes the connection and closes it at once, as a stream worker dying at that
+    moment does: each attempt's pipeline fails before its first frame and cannot finish with
+    end-of-stream. The chunk file it had opened must not stay behind as a recording that does
+    not play (it did: an empty video_*.mp4 per attempt, found by a loaded CI run)."""
+    recording_env(env)
+    closing = socket.create_server(("127.0.0.1", int(env["RTSP_PORT"])))
+
+    def accept_and_close() -> None:
+        while True:
+            try:
+                connection, _ = closing.accept()
+            except OSError:  # closed: the test is over
+                return
+            connection.close()
+
+    threading.Thread(target=accept_and_close, daemon=True).start()
+    try:
+        start("streamer.feeder", env)
+        recorder = start("streamer.recorder", env)
+        failed_attempts = r".* recorder: lost the RTSP stream"
+        wait_until(lambda: len(recorder.matches(failed_attempts)) >= 2, 40, "two failed attempts")
+        recorder.signal(signal.SIGTERM)
+        assert recorder.wait(30) == 0, recorder.output
+    finally:
+        closing.close()
+    left = sorted(Path(env["SSD_PATH"]).rglob("video_*"))
+    assert left == [], f"{left}\n{recorder.output}"

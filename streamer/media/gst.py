@@ -70,6 +70,8 @@ class PipelineRunner:
         self._stop_on_signals = stop_on_signals
         self._stopping = False
         self._eos_timer: int | None = None
+        # Stopped without the end-of-stream reaching the sinks: a muxer's file may be unfinished.
+        self.ended_without_eos = False
         self.on_element_message: Callable[[Gst.Message], None] | None = None
         # Returns True if it handled the error (the pipeline goes on, e.g. to finish with EOS).
         self.on_error: Callable[[Gst.Message], bool] | None = None
@@ -140,6 +142,7 @@ class PipelineRunner:
 
     def _on_eos_timeout(self) -> bool:
         self._eos_timer = None
+        self.ended_without_eos = True
         self.log.warning("end-of-stream did not arrive within %.1f s, stopping anyway", self._eos_timeout_s)
         self.loop.quit()
         return GLib.SOURCE_REMOVE
