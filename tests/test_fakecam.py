@@ -26,7 +26,6 @@ from tests.fakecam import Faults
 DEVICE = fakecam.DEFAULT_DEVICE
 BY_ID = "/dev/v4l/by-id/usb-Fakecam_Fakecam_Webcam_0001-video-index0"
 SMALL = "image/jpeg,width=320,height=240,framerate=30/1"
-NICE = ("nice", "-n", "19")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -43,7 +42,7 @@ def probe(*args: str, timeout: float = 60, **camera) -> dict:
     """Runs ``probe.py ARGS`` with the fake camera preloaded; its JSON answer."""
     env = fakecam.fake_camera_env(**camera)
     result = subprocess.run(
-        [*NICE, sys.executable, str(fakecam.PROBE), *args],
+        [sys.executable, str(fakecam.PROBE), *args],
         env=env,
         capture_output=True,
         text=True,
@@ -113,7 +112,7 @@ def test_faults_are_spelled_as_the_library_reads_them() -> None:
 
 def test_a_wrong_setting_stops_the_preloaded_program_with_its_name() -> None:
     env = fakecam.fake_camera_env(faults="truncate=often")
-    result = subprocess.run([*NICE, "true"], env=env, capture_output=True, text=True, timeout=30)
+    result = subprocess.run(["true"], env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert "FAKECAM_FAULTS" in result.stderr and "often" in result.stderr
 
@@ -240,7 +239,9 @@ def test_the_rate_drops_after_frame_k() -> None:
     after = [b for b in phase["buffers"] if b["frame"] > 30]
     assert camera_rate(before) == pytest.approx(30, rel=0.05)
     assert camera_rate(after) == pytest.approx(15, rel=0.05)
-    assert 30 + 2.5 * 15 * 0.8 <= len(phase["buffers"]) <= 30 + 2.5 * 15 * 1.2
+    # Frames in the 4 s asked for (the drain at the end lets a few more through).
+    in_time = [b for b in phase["buffers"] if b["t"] <= phase["ended_at"]]
+    assert 30 + 2.5 * 15 * 0.8 <= len(in_time) <= 30 + 2.5 * 15 * 1.2, len(in_time)
 
 
 def test_a_stalled_camera_delivers_nothing_more_and_reports_nothing() -> None:
@@ -295,7 +296,7 @@ class Child:
 
     def __init__(self, *args: str, **camera) -> None:
         self.process = subprocess.Popen(
-            [*NICE, sys.executable, str(fakecam.PROBE), *args],
+            [sys.executable, str(fakecam.PROBE), *args],
             env=fakecam.fake_camera_env(**camera),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -145,6 +145,7 @@ class Phase:
         self.warnings: list[str] = []
         self.eos = False  # the stream ended by itself (not the EOS drain() sends at the deadline)
         self.drained = False
+        self.ended_at: float | None = None  # the deadline (or the error, or EOS), on the "t" clock
         self.started = time.monotonic()
         self.playing = False
         camera_pad = self.pipeline.get_by_name("camera").get_static_pad("src")
@@ -221,6 +222,7 @@ class Phase:
                 }
             )
             break
+        self.ended_at = time.monotonic() - self.started
         if self.playing and not self.errors and not self.eos:
             self.drain(bus)
         self.pipeline.set_state(Gst.State.NULL)
@@ -244,6 +246,7 @@ class Phase:
             "warnings": self.warnings,
             "eos": self.eos,
             "drained": self.drained,
+            "ended_at": self.ended_at,
         }
 
 
