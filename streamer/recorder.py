@@ -899,8 +899,7 @@ def set_aside_interrupted_files(settings: Settings, log: logging.Logger) -> None
         else:
             problem = gst.unreadable(str(path))
         if problem:
-            log.warning("%s cannot be played (%s): renamed to *%s", path, problem, layout.UNPLAYABLE_SUFFIX)
-            layout.set_aside(path)
+            set_aside_unplayable(path, problem, log)
     for leftover in layout.interrupted_snapshots(previous[-1]):
         log.info("removing %s, a snapshot that was being saved when the recorder was killed", leftover)
         with contextlib.suppress(FileNotFoundError):
@@ -912,16 +911,19 @@ def set_aside_unfinished_chunk(session: Path, first_chunk: int, log: logging.Log
     connecting, so nothing could push it), the chunk it had open was never finalised: remove it
     if nothing was written into it, rename it to ``*.unplayable`` if it cannot be played. Only
     ``video_*.mp4`` files that play stay under that name."""
-    chunks = layout.chunks_from(session, first_chunk)
-    if not chunks:
-        return
-    newest = chunks[-1]
+    if layout.next_index(session, "video_") == first_chunk:
+        return  # this run opened no chunk
+    newest = next(path for path in layout.last_files(session) if path.suffix == ".mp4")
     if newest.stat().st_size == 0:
         log.info("removing %s: the pipeline stopped before a frame was written into it", newest)
         newest.unlink(missing_ok=True)
     elif problem := gst.unreadable(str(newest)):
-        log.warning("%s cannot be played (%s): renamed to *%s", newest, problem, layout.UNPLAYABLE_SUFFIX)
-        layout.set_aside(newest)
+        set_aside_unplayable(newest, problem, log)
+
+
+def set_aside_unplayable(path: Path, problem: str, log: logging.Logger) -> None:
+    log.warning("%s cannot be played (%s): renamed to *%s", path, problem, layout.UNPLAYABLE_SUFFIX)
+    layout.set_aside(path)
 
 
 def run(settings: Settings, status: StatusWriter, log: logging.Logger) -> int:

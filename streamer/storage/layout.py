@@ -61,16 +61,6 @@ def last_files(session: Path) -> list[Path]:
     return newest
 
 
-def chunks_from(session: Path, first: int) -> list[Path]:
-    """The session's ``video_NNNNN.mp4`` chunks numbered ``first`` or later, in order."""
-    chunks = []
-    for path in session.glob("video_*.mp4"):
-        digits = path.stem[len("video_") :]
-        if digits.isdigit() and int(digits) >= first:
-            chunks.append((int(digits), path))
-    return [path for _, path in sorted(chunks)]
-
-
 def set_aside(path: Path) -> Path:
     """Rename a file that cannot be played to ``<name>.unplayable`` (kept, but no longer looks
     like a recording)."""
