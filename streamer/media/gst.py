@@ -15,10 +15,21 @@ import gi
 
 gi.require_version("Gst", "1.0")
 gi.require_version("GstVideo", "1.0")
+gi.require_version("GstRtp", "1.0")
 gi.require_version("GstRtsp", "1.0")
 gi.require_version("GstRtspServer", "1.0")
 gi.require_version("GstPbutils", "1.0")
-from gi.repository import Gio, GLib, GObject, Gst, GstPbutils, GstRtsp, GstRtspServer, GstVideo  # noqa: E402
+from gi.repository import (  # noqa: E402
+    Gio,
+    GLib,
+    GObject,
+    Gst,
+    GstPbutils,
+    GstRtp,
+    GstRtsp,
+    GstRtspServer,
+    GstVideo,
+)
 
 from streamer.media import capture_time, encoders  # noqa: E402
 from streamer.runtime.geotag import Geotag  # noqa: E402
@@ -465,6 +476,17 @@ def unreadable(path: str, timeout_s: float = 5.0) -> str | None:
     if info.get_result() != GstPbutils.DiscovererResult.OK or not info.get_video_streams():
         return f"no readable video ({info.get_result().value_nick})"
     return None
+
+
+def rtp_packet(buffer: Gst.Buffer) -> tuple[int, bytes] | None:
+    """An RTP packet's timestamp and payload, or None if the buffer is not one."""
+    ok, rtp = GstRtp.RTPBuffer.map(buffer, Gst.MapFlags.READ)
+    if not ok:
+        return None
+    try:
+        return rtp.get_timestamp(), bytes(rtp.get_payload().get_data() or b"")
+    finally:
+        rtp.unmap()
 
 
 def element_by_factory(container: Gst.Bin, factory: str) -> Gst.Element:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 import time
 
-from streamer.media import stamp
+from streamer.media import gst, h264_rtp, stamp
 from streamer.media.gst import Gst, GstVideo
 from streamer.media.latency import LatencySummary
 
@@ -129,13 +129,18 @@ class RtspClient:
         self._damaged_pts: set[int] = set()  # access units decoded from a stream with a gap
         self._in_damage = False
         self._seen_access_unit = False
+        # The first picture's RTP timestamp, and whether the viewer joined in its middle with
+        # something of it still to decode (see h264_rtp): then it is damaged, with no gap.
+        self._first_picture: int | None = None
+        self._joined_mid_picture = False
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         counted = self.pipeline.get_by_name("decoder" if decode else "depay")
         counted.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, self._on_frame)
         if decode:
-            depay = self.pipeline.get_by_name("depay").get_static_pad("src")
-            depay.add_probe(Gst.PadProbeType.BUFFER, self._on_depayloaded)
+            depay = self.pipeline.get_by_name("depay")
+            depay.get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER, self._on_first_packets)
+            depay.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, self._on_depayloaded)
             parse = self.pipeline.get_by_name("parse").get_static_pad("src")
             parse.add_probe(Gst.PadProbeType.BUFFER, self._on_access_unit)
         bus = self.pipeline.get_bus()
@@ -206,12 +211,33 @@ class RtspClient:
                 self.deltas_before_keyframe = self._deltas
         return Gst.PadProbeReturn.OK
 
+    def _on_first_packets(self, _pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
+        """Watch the packets of the first picture only: if the first did not begin it and a later
+        one begins a NAL unit, the depayloader will hand on a picture missing its start."""
+        packet = gst.rtp_packet(info.get_buffer())
+        if packet is None:
+            return Gst.PadProbeReturn.OK
+        timestamp, payload = packet
+        if self._first_picture is None:
+            self._first_picture = timestamp
+            if h264_rtp.starts_access_unit(payload):
+                return Gst.PadProbeReturn.REMOVE  # joined at a picture's start: nothing is missing
+        elif timestamp != self._first_picture:
+            return Gst.PadProbeReturn.REMOVE  # the first picture is past
+        if h264_rtp.begins_nal_unit(payload):
+            self._joined_mid_picture = True
+            return Gst.PadProbeReturn.REMOVE
+        return Gst.PadProbeReturn.OK
+
     def _on_depayloaded(self, _pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
         """Note the access units that depend on lost packets. The depayloader flags the first
         one after an RTP sequence gap DISCONT (the very first one too: nothing is lost there);
         a keyframe that comes whole ends the damage."""
         buffer = info.get_buffer()
-        gap = buffer.has_flags(Gst.BufferFlags.DISCONT) and self._seen_access_unit
+        if self._seen_access_unit:
+            gap = buffer.has_flags(Gst.BufferFlags.DISCONT)
+        else:  # the first picture: damaged if the viewer joined in its middle
+            gap = self._joined_mid_picture
         self._seen_access_unit = True
         if gap:
             self._in_damage = True
