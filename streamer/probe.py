@@ -50,7 +50,9 @@ def _format_summary(report: dict, seconds: float) -> str:
             + (" (no jitter buffer: no client-side buffering)" if report["jitter_buffer_ms"] == 0 else ""),
             f"first frame  {'none' if first is None else f'{first * 1000:.0f} ms after connecting'}",
             f"frames       {report['frames_decoded']} decoded in {seconds:.1f} s, "
-            f"{report['frames_damaged']} damaged by lost packets (not read), "
+            f"{report['frames_damaged']} damaged (lost packets"
+            + (", or joined mid-picture" if report["joined_mid_picture"] else "")
+            + "; not read), "
             f"{report['stamps_failed']} intact without a readable stamp",
             f"latency      capture→decoded over {latency['frames']} frames after the first "
             f"{report['warmup_s']:g} s: p50 {ms('p50')}, p95 {ms('p95')}, p99 {ms('p99')}, max {ms('max')}",

@@ -13,9 +13,11 @@ import os
 import signal
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple, TypeVar
 
 import gi
 import pytest
@@ -27,7 +29,7 @@ from streamer import config  # noqa: E402
 from streamer.config import Settings  # noqa: E402
 from streamer.media import gst, pipelines, shm  # noqa: E402
 from streamer.media.rtsp_client import RtspClient  # noqa: E402
-from streamer.testing import ROOT, Proc, WaitTimeout, free_port, wait_until  # noqa: E402
+from streamer.testing import ROOT, Proc, WaitTimeout, free_port, stack_state, wait_until  # noqa: E402
 
 __all__ = ["ROOT", "Proc", "free_port", "wait_until"]  # re-exported for the tests
 
@@ -35,6 +37,11 @@ Gst.init(None)
 
 TEST_WIDTH, TEST_HEIGHT, TEST_FPS = 320, 240, 30
 USER = "pilot"  # the RTSP user of the access tests
+# Frames a viewer may show fewer than the stream sent over the same span: the frames on their way
+# at either end (its latency), and the controller's lag in timing the RTSP worker's reports:
+# 0.2 s at 30 fps.
+EDGE_FRAMES = 6
+T = TypeVar("T")
 OPENSSL_SELF_SIGNED = ("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost")
 
 
@@ -212,3 +219,34 @@ def assert_no_segments_left(before: set[str], within_s: float = 10) -> None:
     except WaitTimeout:
         left = sorted(shm_segments() - before)
         raise AssertionError(f"shared memory segments left behind: {left}") from None
+
+
+class RtspReport(NamedTuple):
+    at: float  # wall clock, when the controller received it
+    frames: int  # frames the stream had sent by then
+
+
+def rtsp_reports_during(env: dict[str, str], action: Callable[[], T]) -> tuple[T, list[RtspReport]]:
+    """Run ``action`` and collect the RTSP worker's reports meanwhile (once a second, each with
+    the frames sent so far), read from the stack's state by a thread of their own."""
+    reports: list[RtspReport] = []
+    done = threading.Event()
+
+    def collect() -> None:
+        while not done.is_set():
+            current = stack_state(env)
+            worker = current.workers.get("rtsp") if current is not None else None
+            if worker is not None and worker.last_report_at and "frames" in worker.progress:
+                report = RtspReport(worker.last_report_at, worker.progress["frames"])
+                if not reports or reports[-1] != report:
+                    reports.append(report)
+            done.wait(0.05)
+
+    collector = threading.Thread(target=collect, daemon=True)
+    collector.start()
+    try:
+        result = action()
+    finally:
+        done.set()
+        collector.join()
+    return result, reports

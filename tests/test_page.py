@@ -25,12 +25,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -41,20 +40,25 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from bench.browser import Browser, chromium
 from streamer.config import Settings
-from streamer.testing import Proc, stack_state
+from streamer.testing import Proc
 from streamer.web import page, server
 from streamer.web.snapshot import Observer
-from tests.harness import ROOT, TEST_FPS, TEST_HEIGHT, TEST_WIDTH, USER, settings_for, url, wait_until
+from tests.harness import (
+    EDGE_FRAMES,
+    ROOT,
+    TEST_FPS,
+    TEST_HEIGHT,
+    TEST_WIDTH,
+    USER,
+    rtsp_reports_during,
+    settings_for,
+    url,
+    wait_until,
+)
 from tests.test_web_api import api_status, healthy, request
-
-T = TypeVar("T")
 
 LIVE_TIMEOUT_S = 30  # a new page's first live picture, on a loaded machine
 RECOVERY_DEADLINE_S = 5  # SIGKILL of the RTSP worker → the live view back (the issue's figure)
-# Frames the page may show fewer than the stream sent over the same span: the frames on their
-# way to the browser at either end (its latency), and the controller's lag in timing the RTSP
-# worker's reports: 0.2 s at 30 fps.
-EDGE_FRAMES = 6
 
 browser = pytest.mark.browser
 
@@ -69,37 +73,6 @@ def start_page_stack(start: Callable[..., Proc], env: dict[str, str], **settings
     drone.wait_up(60)
     wait_until(lambda: healthy(env), 30, "/health to answer 200")
     return drone
-
-
-class RtspReport(NamedTuple):
-    at: float  # wall clock, when the controller received it
-    frames: int  # frames the stream had sent by then
-
-
-def rtsp_reports_during(env: dict[str, str], action: Callable[[], T]) -> tuple[T, list[RtspReport]]:
-    """Run ``action`` and collect the RTSP worker's reports meanwhile (once a second, each with
-    the frames sent so far), read from the stack's state by a thread of their own."""
-    reports: list[RtspReport] = []
-    done = threading.Event()
-
-    def collect() -> None:
-        while not done.is_set():
-            current = stack_state(env)
-            worker = current.workers.get("rtsp") if current is not None else None
-            if worker is not None and worker.last_report_at and "frames" in worker.progress:
-                report = RtspReport(worker.last_report_at, worker.progress["frames"])
-                if not reports or reports[-1] != report:
-                    reports.append(report)
-            done.wait(0.05)
-
-    collector = threading.Thread(target=collect, daemon=True)
-    collector.start()
-    try:
-        result = action()
-    finally:
-        done.set()
-        collector.join()
-    return result, reports
 
 
 def frames_shown_at(timeline: list[dict[str, float]], at: float) -> float:

@@ -44,7 +44,9 @@ def test_the_recording_is_the_streams_video_and_viewers_watch_as_before(workdir,
     drone.wait_for(r"recorder: recording the RTSP stream rtsp://127\.0\.0\.1:\d+/live \(RECORD_SOURCE=stream")
     ssd = Path(env["SSD_PATH"])
     viewer = watch(RtspClient(url(env), "tcp", user="pilot", password="s3cret-pw").start(), frames=30)
-    assert viewer.size == (TEST_WIDTH, TEST_HEIGHT) and viewer.frames_damaged == 0, viewer.report()
+    assert viewer.size == (TEST_WIDTH, TEST_HEIGHT), viewer.report()
+    # Over TCP nothing is lost: a picture is damaged only if the viewer joined in its middle.
+    assert viewer.frames_damaged == 0 or viewer.joined_mid_picture, viewer.report()
     wait_until(lambda: len(finished_chunks(ssd)) >= 2, 40, "two finished chunks")
 
     def reported_two_chunks(current) -> bool:

@@ -79,8 +79,10 @@ class RtspClient:
       read; ``stamps_failed``: intact decoded frames without a readable stamp;
     - ``frames_damaged``: frames decoded from a stream that had lost packets (RTP sequence
       gaps: UDP loss, or the jitter buffer giving up on a late packet), from the frame after
-      the gap to the next keyframe received whole. The decoder conceals such losses, so their
-      pictures, stamp included, may be smeared: they are counted apart, not read;
+      the gap to the next keyframe received whole; and likewise from the first picture if the
+      viewer joined in its middle (``joined_mid_picture``: its start was sent before the viewer
+      was there, no gap says so). The decoder conceals what is missing, so their pictures,
+      stamp included, may be smeared: they are counted apart, not read;
     - ``errors``: errors posted while playing. Errors posted once ``stop()`` has begun (rtspsrc
       failing to send its TEARDOWN to a busy or gone server, say) are ``teardown_errors``: the
       viewer had already seen what it came for.
@@ -121,6 +123,7 @@ class RtspClient:
         self.samples: list[tuple[float, float]] = []
         self.stamps_failed = 0
         self.frames_damaged = 0
+        self.joined_mid_picture = False
         self.errors: list[str] = []
         self.teardown_errors: list[str] = []
         self._stopping = False
@@ -129,10 +132,9 @@ class RtspClient:
         self._damaged_pts: set[int] = set()  # access units decoded from a stream with a gap
         self._in_damage = False
         self._seen_access_unit = False
-        # The first picture's RTP timestamp, and whether the viewer joined in its middle with
-        # something of it still to decode (see h264_rtp): then it is damaged, with no gap.
+        # The first picture's RTP timestamp: if the viewer joined in its middle with something of
+        # it still to decode (see h264_rtp), that picture is damaged, with no gap to say so.
         self._first_picture: int | None = None
-        self._joined_mid_picture = False
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         counted = self.pipeline.get_by_name("decoder" if decode else "depay")
@@ -225,7 +227,7 @@ class RtspClient:
         elif timestamp != self._first_picture:
             return Gst.PadProbeReturn.REMOVE  # the first picture is past
         if h264_rtp.begins_nal_unit(payload):
-            self._joined_mid_picture = True
+            self.joined_mid_picture = True
             return Gst.PadProbeReturn.REMOVE
         return Gst.PadProbeReturn.OK
 
@@ -234,10 +236,8 @@ class RtspClient:
         one after an RTP sequence gap DISCONT (the very first one too: nothing is lost there);
         a keyframe that comes whole ends the damage."""
         buffer = info.get_buffer()
-        if self._seen_access_unit:
-            gap = buffer.has_flags(Gst.BufferFlags.DISCONT)
-        else:  # the first picture: damaged if the viewer joined in its middle
-            gap = self._joined_mid_picture
+        # The first picture has no gap before it: it is damaged if the viewer joined in its middle.
+        gap = buffer.has_flags(Gst.BufferFlags.DISCONT) if self._seen_access_unit else self.joined_mid_picture
         self._seen_access_unit = True
         if gap:
             self._in_damage = True
@@ -286,6 +286,7 @@ class RtspClient:
         with self._lock:
             frames, failed, errors = self.frames, self.stamps_failed, list(self.errors)
             damaged = self.frames_damaged
+            joined_mid_picture = self.joined_mid_picture
         return {
             "url": self.url,
             "protocols": self.protocols or "auto",
@@ -297,6 +298,7 @@ class RtspClient:
             "deltas_before_keyframe": self.deltas_before_keyframe,
             "stamps_failed": failed,
             "frames_damaged": damaged,
+            "joined_mid_picture": joined_mid_picture,
             "warmup_s": warmup_s,
             "latency_ms": LatencySummary.of(self.latencies_ms(warmup_s)).as_dict(),
             "errors": errors,
