@@ -47,6 +47,10 @@ from streamer.runtime.worker import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 NAME = "drone"
 READY_TIMEOUT_S = 15.0
 WATCH_INTERVAL_S = 0.2
+# A consumer that fails while the feeder, having said why it is failing, is still exiting: its
+# failure is the feeder's consequence, so it waits this long for the feeder's exit to be the one
+# reported (a loaded machine takes a few hundred ms to tear the feeder's pipeline down).
+FEEDER_EXIT_WAIT_S = 2.0
 ENCODER_CHECK_POLL_S = 0.05  # the loop's turn while the encoder check runs
 
 EXIT_ALREADY_RUNNING = EXIT_FAILURE
@@ -288,9 +292,23 @@ class Controller:
             problem = self._problem(worker)
             if problem is None:
                 continue
+            if worker.spec != FEEDER and self._feeder_failing_first(worker):
+                continue
             if worker.spec == FEEDER or self.settings.restart_scope == "stack":
                 raise self._failed(worker, problem)
             self._restart_alone(worker, problem)
+
+    def _feeder_failing_first(self, consumer: Worker) -> bool:
+        """Whether ``consumer``'s failure waits for the feeder's: the feeder has said it is failing
+        (an unplugged camera, say) and is on its way out, so the consumer that lost it is not the
+        cause to report. At most FEEDER_EXIT_WAIT_S from this consumer's failure."""
+        feeder = self.workers.get(FEEDER)
+        if feeder is None or feeder.child is None or feeder.reported_problem is None:
+            return False
+        now = time.monotonic()
+        if consumer.failed_at is None:
+            consumer.failed_at = now
+        return now - consumer.failed_at < FEEDER_EXIT_WAIT_S
 
     def _restart_due(self, worker: Worker) -> bool:
         """For a worker waiting to be restarted alone: start it when its pause is over. True
@@ -377,7 +395,7 @@ class Controller:
         self._owned_pids.add(child.pid)
         self.lock.record(sorted(self._owned_pids))
         worker.child, worker.ready, worker.restart_at = child, False, None
-        worker.reported_problem = None
+        worker.reported_problem, worker.failed_at = None, None
         worker.started_at = time.monotonic()
         worker.watch.restart()
         worker.policy.started()

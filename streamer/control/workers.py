@@ -80,6 +80,7 @@ class Worker:
     started_at: float = 0.0
     restart_at: float | None = None
     reported_problem: str | None = None  # what its process said, before failing, was wrong
+    failed_at: float | None = None  # when its failure was first seen, while the feeder's came first
 
     @property
     def name(self) -> str:

@@ -81,8 +81,10 @@ class RtspClient:
       gaps: UDP loss, or the jitter buffer giving up on a late packet), from the frame after
       the gap to the next keyframe received whole; and likewise from the first picture if the
       viewer joined in its middle (``joined_mid_picture``: its start was sent before the viewer
-      was there, no gap says so). The decoder conceals what is missing, so their pictures,
-      stamp included, may be smeared: they are counted apart, not read;
+      was there, no gap says so) or if it is not a keyframe (``deltas_before_keyframe``: its
+      references were sent before). The decoder conceals what is missing (avdec_h264 outputs
+      such pictures), so their pictures, stamp included, may be smeared: they are counted
+      apart, not read;
     - ``errors``: errors posted while playing. Errors posted once ``stop()`` has begun (rtspsrc
       failing to send its TEARDOWN to a busy or gone server, say) are ``teardown_errors``: the
       viewer had already seen what it came for.
@@ -236,8 +238,10 @@ class RtspClient:
         one after an RTP sequence gap DISCONT (the very first one too: nothing is lost there);
         a keyframe that comes whole ends the damage."""
         buffer = info.get_buffer()
-        # The first picture has no gap before it: it is damaged if the viewer joined in its middle.
-        gap = buffer.has_flags(Gst.BufferFlags.DISCONT) if self._seen_access_unit else self.joined_mid_picture
+        if self._seen_access_unit:
+            gap = buffer.has_flags(Gst.BufferFlags.DISCONT)
+        else:  # no gap before the first picture, but its start or its references may be missing
+            gap = self.joined_mid_picture or buffer.has_flags(Gst.BufferFlags.DELTA_UNIT)
         self._seen_access_unit = True
         if gap:
             self._in_damage = True
