@@ -51,7 +51,11 @@ def _format_summary(report: dict, seconds: float) -> str:
             f"first frame  {'none' if first is None else f'{first * 1000:.0f} ms after connecting'}",
             f"frames       {report['frames_decoded']} decoded in {seconds:.1f} s, "
             f"{report['frames_damaged']} damaged (lost packets"
-            + (", or joined mid-picture" if report["joined_mid_picture"] else "")
+            + (
+                ", or joined mid-picture or mid-GOP"
+                if report["joined_mid_picture"] or report["deltas_before_keyframe"]
+                else ""
+            )
             + "; not read), "
             f"{report['stamps_failed']} intact without a readable stamp",
             f"latency      capture→decoded over {latency['frames']} frames after the first "
