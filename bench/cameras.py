@@ -4,7 +4,7 @@ Issue 19: the figures users see with a real (USB MJPEG) camera must be measured,
 from the synthetic camera's. The fake webcam (``tests/fakecam``, an ``LD_PRELOAD`` library that
 the real ``v4l2src`` opens) takes the camera path ``v4l2src`` → MJPEG → ``jpegdec``:
 
-    .venv/bin/python -m bench.cameras            # 1280x720@30, 30 s per camera
+    .venv/bin/python -m bench.cameras            # 1280x720@30, 30 s per camera, 5 replugs
     .venv/bin/python -m bench.cameras --short --width 320 --height 240   # a smoke run (the test's)
 
 The stack (``python -m streamer.drone`` under its controller, the suite's settings from
@@ -34,6 +34,16 @@ it includes work a real camera does not cost. Measured two ways:
 - alone: ``gst-launch-1.0 v4l2src ! image/jpeg,… ! fakesink`` on the fake camera at the same
   mode (nothing decoded), its process CPU and its ``fakecam`` thread's over a window as long.
 
+Unplug and replug (issue 19's goal: the stream and the recording back within 3 s of the camera):
+the fake camera's stack once more, with the controller's own ``RESTART_DELAY_*`` defaults and the
+camera's unplugged state in a file (``FAKECAM_UNPLUG_FILE``: created, the camera is unplugged;
+removed, it is back). ``--replugs`` times (5; 1 with ``--short``), each once the stack has been up
+``--settle`` seconds (12: past the controller's 10 s, so every unplug is a lone failure): unplug,
+wait ``--away`` seconds (2), plug back, and from that instant time a new viewer's first decoded
+frame (fresh viewers from the replug on, as a player reconnecting), the first data of a new
+chunk (its first fragment on disk) and the new feeder's readiness; the load average at each
+replug. Median and max of each.
+
 Writes ``cameras.json`` and ``cameras.md`` to ``bench/results/`` (``--out``); exit status 1 if a
 run failed (what was measured is still written).
 """
@@ -41,6 +51,8 @@ run failed (what was measured is still written).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime
 import logging
 import os
 import shutil
@@ -48,8 +60,9 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,13 +82,14 @@ from bench.plan import (
     stream_settings,
     write_results,
 )
-from bench.procs import CLOCK_TICKS_PER_S, CpuMeter, Service, free_port, read_rss_kib, wait_until
-from bench.stack import FAILURES
+from bench.procs import CLOCK_TICKS_PER_S, CpuMeter, Service, alive, free_port, read_rss_kib, wait_until
+from bench.stack import FAILURES, settled
+from bench.viewers import first_frame_since
 from streamer import config
 from streamer.media.latency import LatencySummary
-from streamer.media.pipelines import RECORD_CHUNK_S
+from streamer.media.pipelines import RECORD_CHUNK_S, RECORD_FRAGMENT_MS
 from streamer.media.rtsp_client import RtspClient
-from streamer.testing import stack_state
+from streamer.testing import stack_state, wait_state
 from tests import fakecam
 
 log = logging.getLogger("bench")
@@ -342,10 +356,228 @@ def camera_alone(plan: Plan) -> dict[str, Any]:
     return out
 
 
+# --- unplug and replug
+
+
+@dataclass(frozen=True)
+class Replugs:
+    """The replug phase: ``count`` unplugs, each ``away_s`` long, each once the stack has been
+    up for ``settle_s`` (the controller's SETTLE_S is 10 s: a failure after that is a lone one,
+    restarted after RESTART_DELAY_MIN_S; sooner, the pauses of a crash loop would be measured)."""
+
+    count: int = 5
+    away_s: float = 2.0
+    settle_s: float = 12.0
+
+
+REPLUG_GOAL_S = 3.0  # issue 19: the stream and the recording back within 3 s of the camera
+CHUNK_POLL_S = 0.02  # how often the recordings are looked at after a replug
+LOG_KEPT_LINES = 200  # of the stack's log after an unplug that restarted more than once
+STACK_WORKERS = ("feeder", "recorder", "rtsp")  # what the unplug restarts (not web, live: services)
+
+
+def chunk_sizes(ssd: Path) -> dict[Path, int]:
+    """Every chunk under ``ssd`` (all sessions) and its size now."""
+    sizes: dict[Path, int] = {}
+    for path in ssd.glob("*/video_*.mp4"):
+        with contextlib.suppress(OSError):  # a chunk removed meanwhile
+            sizes[path] = path.stat().st_size
+    return sizes
+
+
+class ChunkWatch:
+    """Watches the recordings from a replug on, in a thread, for the first data of a chunk that
+    was not there at the replug. That is the new recording's first fragment: mp4mux (fragmented,
+    first-moov-then-finalise) writes a chunk's first RECORD_FRAGMENT_MS of frames at once when
+    the fragment ends (seen here: the file is empty until then), so this is when the recording is
+    on disk again, as a user sees it, a fragment after the recorder's first frame."""
+
+    def __init__(self, ssd: Path) -> None:
+        self.ssd = ssd
+        self.before = set(chunk_sizes(ssd))  # taken before the replug
+        self.since = 0.0  # monotonic: the replug
+        self.chunk: Path | None = None
+        self.seconds: float | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="chunk-watch", daemon=True)
+
+    def start(self, since: float) -> ChunkWatch:
+        self.since = since
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(5)
+
+    def wait(self, timeout_s: float) -> float:
+        """Seconds from the replug to a new chunk's first data; PhaseFailed after ``timeout_s``."""
+        self._thread.join(timeout_s)
+        self.stop()
+        if self.seconds is None:
+            raise PhaseFailed(f"no new chunk had data within {timeout_s:g} s of the replug")
+        return self.seconds
+
+    def _watch(self) -> None:
+        while not self._done.is_set():
+            now = time.monotonic()
+            made = sorted(p for p, size in chunk_sizes(self.ssd).items() if p not in self.before and size > 0)
+            if made:
+                self.chunk, self.seconds = made[0], now - self.since
+                return
+            self._done.wait(CHUNK_POLL_S)
+
+
+def load_average() -> float | None:
+    """The 1-minute load average now."""
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def figure(seconds: list[float]) -> dict[str, Any]:
+    """Median and max of one figure over the replugs, every value, and how many met the goal."""
+    return {
+        "seconds": seconds,
+        "median_s": round(statistics.median(seconds), 3) if seconds else None,
+        "max_s": round(max(seconds), 3) if seconds else None,
+        "within_goal": sum(s <= REPLUG_GOAL_S for s in seconds),
+    }
+
+
+# What is timed from each replug: the key in one replug's results, and its name in the table.
+REPLUG_FIGURES = {
+    "viewer_s": "a new viewer's first decoded frame",
+    "recorder_s": "the recording on disk again (a new chunk's first fragment)",
+    "feeder_ready_s": "the feeder ready (the controller's state)",
+}
+
+
+def replug_env(plan: Plan, where: Path, port: int, unplug_file: Path) -> dict[str, str]:
+    """The fake-camera stack's environment with the unplugged state in ``unplug_file`` (the bench
+    creates it to unplug the camera and removes it to plug it back) and the controller's own
+    RESTART_DELAY_* defaults (what a user's stack does), as bench.recovery."""
+    base = service_env(replace(plan, restart_delay_s=None), where, port)
+    return fakecam.fake_camera_env(
+        DEVICE,
+        [fake_mode(plan)],
+        base=dict(base, CAMERA=DEVICE),
+        unplug_file=unplug_file,
+        stamp=True,
+    )
+
+
+def one_replug(
+    service: Service, url: str, port: int, ssd: Path, unplug_file: Path, replugs: Replugs
+) -> dict[str, Any]:
+    """Once the stack has settled: unplug the camera, wait ``away_s``, plug it back, and time
+    from that instant a new viewer's first frame, the new recording's first data on disk and the
+    new feeder's readiness; the load average at the replug."""
+    env = service.env
+    before = wait_state(
+        env, settled(replugs.settle_s), START_TIMEOUT_S + replugs.settle_s, "a settled stack", service
+    )
+    old = {name: before.workers[name].pid for name in STACK_WORKERS if name in before.workers}
+    logged = len(service.output.splitlines())
+    unplugged_at = time.monotonic()
+    unplug_file.touch()  # unplugged: the streaming feeder sees it within a frame period
+    time.sleep(replugs.away_s)
+    watch = ChunkWatch(ssd)
+    out: dict[str, Any] = {"loadavg": load_average()}
+    replug_wall, replugged_at = time.time(), time.monotonic()
+    watch.start(replugged_at)
+    unplug_file.unlink()  # plugged back in
+    out["away_s"] = round(replugged_at - unplugged_at, 3)
+    try:
+        # The old RTSP worker may still answer until the controller has stopped it (a loaded
+        # machine): only a new one can serve the replugged camera's frames.
+        old_rtsp = old.get("rtsp")
+        wait_until(
+            lambda: old_rtsp is None or not alive(old_rtsp), START_TIMEOUT_S, "the old RTSP worker to end"
+        )
+        out["viewer_s"] = round(first_frame_since(url, port, replugged_at, service, START_TIMEOUT_S), 3)
+        out["recorder_s"] = round(watch.wait(START_TIMEOUT_S), 3)
+    finally:
+        watch.stop()
+    after = service.wait_up(START_TIMEOUT_S, after=before)
+    feeder = after.workers.get("feeder")
+    if feeder is None or feeder.ready_at is None or feeder.pid == old.get("feeder"):
+        raise PhaseFailed(f"no new feeder after the replug: {after.workers}")
+    out["feeder_ready_s"] = round(feeder.ready_at - replug_wall, 3)
+    new = [r for r in after.restarts if r.at >= before.up_since] if before.up_since else after.restarts
+    out["restarts"] = [f"{r.scope}: {r.reason} (pause {r.delay_s:g} s)" for r in new]
+    if len(new) != 1:  # not just the unplug's own restart: keep the stack's log to tell why
+        out["log"] = service.output.splitlines()[logged:][-LOG_KEPT_LINES:]
+    log.info(
+        "replug: away %.2f s, load %s: a viewer's first frame %.2f s, the recording on disk %.2f s, "
+        "the feeder ready %.2f s after the replug; %s",
+        out["away_s"],
+        out["loadavg"],
+        out["viewer_s"],
+        out["recorder_s"],
+        out["feeder_ready_s"],
+        "; ".join(out["restarts"]) or "no restart recorded",
+    )
+    return out
+
+
+def replug_phase(plan: Plan, replugs: Replugs, where: Path, echo: bool) -> dict[str, Any]:
+    """The fake-camera stack, unplugged and replugged ``replugs.count`` times."""
+    port = free_port()
+    url = f"rtsp://127.0.0.1:{port}{RTSP_PATH}"
+    unplug_file = where / "fakecam-unplug"
+    unplug_file.unlink(missing_ok=True)
+    env = replug_env(plan, where, port, unplug_file)
+    ssd = Path(env["SSD_PATH"])
+    out: dict[str, Any] = {
+        "started_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "camera": env["CAMERA"],
+        "fake_modes": env["FAKECAM_MODES"],
+        "replugs": replugs.count,
+        "away_s": replugs.away_s,
+        "settle_s": replugs.settle_s,
+        "goal_s": REPLUG_GOAL_S,
+        "each": [],
+        "errors": [],
+    }
+    log.info("replug: starting python -m streamer.drone on port %d with CAMERA=%s", port, env["CAMERA"])
+    service = Service("streamer.drone", env, echo=echo)
+    known: set[int] = set()
+    try:
+        first_frame_since(url, port, service.started_at, service, START_TIMEOUT_S)
+        for _ in range(replugs.count):
+            known.update(stack_pids(service).values())
+            out["each"].append(one_replug(service, url, port, ssd, unplug_file, replugs))
+        known.update(stack_pids(service).values())
+        out["unplugs_reported"] = len(service.matches(r"feeder: camera \S+ disappeared \(unplugged\?\)"))
+    except FAILURES as err:
+        out["errors"].append(str(err).splitlines()[0])
+        log.error("replug: %s\n%s", err, service.tail())
+    finally:
+        unplug_file.unlink(missing_ok=True)
+        known.update(service.worker_pids().values())
+        code = service.stop(also=sorted(known - {service.pid}))
+        out["exit_status"] = code
+        log.info("replug: stopped (exit status %s)", code)
+        if code not in (0, None) and not out["errors"]:
+            out["errors"].append(f"the stack exited with status {code}:\n{service.tail(5)}")
+        shutil.rmtree(ssd, ignore_errors=True)
+    out["figures"] = {
+        name: figure([e[name] for e in out["each"] if e.get(name) is not None]) for name in REPLUG_FIGURES
+    }
+    loads = [e["loadavg"] for e in out["each"] if e.get("loadavg") is not None]
+    out["loadavg"] = {"each": loads, "median": statistics.median(loads) if loads else None}
+    out["loadavg"]["max"] = max(loads) if loads else None
+    return out
+
+
 # --- the run
 
 
-def run(plan: Plan, setup: Setup, out: Path, workdir: Path | None, echo: bool) -> dict[str, Any]:
+def run(
+    plan: Plan, setup: Setup, replugs: Replugs, out: Path, workdir: Path | None, echo: bool
+) -> dict[str, Any]:
     began = time.monotonic()
     results: dict[str, Any] = new_results(
         {
@@ -355,6 +587,9 @@ def run(plan: Plan, setup: Setup, out: Path, workdir: Path | None, echo: bool) -
             "warmup_s": plan.warmup_s,
             "joins": setup.joins,
             "min_chunks": setup.min_chunks,
+            "replugs": replugs.count,
+            "away_s": replugs.away_s,
+            "settle_s": replugs.settle_s,
             "short": plan.short,
         }
     )
@@ -370,9 +605,12 @@ def run(plan: Plan, setup: Setup, out: Path, workdir: Path | None, echo: bool) -
             measured = measure(camera, plan, setup, where, echo)
             results["cameras"][camera.name] = measured
             results["errors"] += [f"{camera.name}: {error}" for error in measured["errors"]]
-    if not any(e.startswith("fakecam: ") for e in results["errors"]):
-        results["camera_alone"] = camera_alone(plan)
-        results["errors"] += [f"camera alone: {error}" for error in results["camera_alone"]["errors"]]
+        if not any(e.startswith("fakecam: ") for e in results["errors"]):
+            results["camera_alone"] = camera_alone(plan)
+            results["errors"] += [f"camera alone: {error}" for error in results["camera_alone"]["errors"]]
+            if replugs.count > 0:
+                results["replug"] = replug_phase(plan, replugs, where, echo)
+                results["errors"] += [f"replug: {error}" for error in results["replug"]["errors"]]
     results["duration_s"] = round(time.monotonic() - began, 1)
     write_results(out, "cameras", results, markdown(results))
     return results
@@ -463,15 +701,81 @@ def markdown(results: dict[str, Any]) -> str:
         if (measured.get(camera.name) or {}).get("restarts")
     ]
     lines += [f"\n- {note}" for note in notes]
+    lines += replug_markdown(results.get("replug"))
     lines += [f"\n**error**: {error.splitlines()[0]}" for error in results["errors"]]
     return "\n".join(lines) + "\n"
+
+
+def replug_markdown(replug: dict[str, Any] | None) -> list[str]:
+    """The replug phase's section of cameras.md (nothing when it did not run)."""
+    if not replug:
+        return []
+    lines = [
+        "",
+        "## Unplug and replug",
+        "",
+        f"Run: {replug.get('started_utc', '-')}. "
+        f"The fake webcam's stack again (`{replug['camera']}`, `{replug['fake_modes']}`, the same settings "
+        "but the controller's own `RESTART_DELAY_*` defaults, as a user's stack has them), the camera "
+        f"unplugged {len(replug['each'])} time(s) for {replug['away_s']:g} s each, every time once the "
+        f"stack had been up {replug['settle_s']:g} s"
+        + (
+            " (past the controller's 10 s: a lone failure, not a crash loop)"
+            if replug["settle_s"] >= 10
+            else ""
+        )
+        + ". The unplug is the "
+        "fake camera's (`FAKECAM_UNPLUG_FILE` created: streaming fails `ENODEV`, the node is gone; removed: "
+        "it is back). Timed from the instant it is back: a new viewer's first decoded frame (`RtspClient`, "
+        "UDP, trying from the replug on, as a player that reconnects), the recording on disk again (the "
+        "first data of a chunk made after the replug: mp4mux writes a chunk's first "
+        f"{RECORD_FRAGMENT_MS} ms fragment at once when it ends, so this is a fragment after the "
+        f"recorder's first frame; polled every {CHUNK_POLL_S * 1000:.0f} ms), and the new feeder "
+        "ready (the controller's state: the camera open and delivering; the recorder and the RTSP "
+        "worker start after it). Goal (issue 19): the stream and the recording back within "
+        f"{replug['goal_s']:g} s." + (f" {replug['note']}" if replug.get("note") else ""),
+        "",
+        "| from the replug to | median s | max s | each replug, s | within the goal |",
+        "|---|---:|---:|---|---:|",
+    ]
+    for name, label in REPLUG_FIGURES.items():
+        measured = (replug.get("figures") or {}).get(name) or {}
+        seconds = measured.get("seconds") or []
+        lines.append(
+            f"| {label} | {_fmt(measured.get('median_s'), 2)} | {_fmt(measured.get('max_s'), 2)} "
+            f"| {', '.join(f'{v:.2f}' for v in seconds) or '-'} "
+            f"| {measured.get('within_goal', 0)} of {len(seconds)} |"
+        )
+    load = replug.get("loadavg") or {}
+    away = ", ".join(f"{each['away_s']:.2f}" for each in replug["each"]) or "-"
+    lines += [
+        "",
+        f"Load average (1 min) at each replug: {', '.join(f'{v:g}' for v in load.get('each') or []) or '-'} "
+        f"(median {_fmt(load.get('median'), 2)}, max {_fmt(load.get('max'), 2)}). "
+        f"Away for: {away} s.",
+    ]
+    lines += [
+        "",
+        "The controller's restarts after each unplug, as it recorded them (expected: one, the feeder's):",
+    ]
+    for number, each in enumerate(replug["each"], 1):
+        restarts = "; ".join(f"`{r}`" for r in each.get("restarts", [])) or "none"
+        lines.append(f"- replug {number}: {restarts}")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.cameras", description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30.0, help="seconds of each CPU window (30)")
     parser.add_argument("--joins", type=int, default=5, help="late joiners per camera (5)")
-    parser.add_argument("--short", action="store_true", help="1 s windows, 1 joiner, 1 chunk: a smoke run")
+    parser.add_argument("--replugs", type=int, default=5, help="unplugs and replugs of the fake camera (5)")
+    parser.add_argument("--away", type=float, default=2.0, help="seconds the camera stays unplugged (2)")
+    parser.add_argument(
+        "--settle", type=float, help="seconds the stack is up before each unplug (12; 1 with --short)"
+    )
+    parser.add_argument(
+        "--short", action="store_true", help="1 s windows, 1 joiner, 1 chunk, 1 replug: a smoke run"
+    )
     add_stack_options(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
@@ -481,7 +785,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         plan = Plan(width=args.width, height=args.height, seconds=args.seconds)
         setup = Setup(joins=args.joins)
-    results = run(plan, setup, args.out, args.workdir, args.echo)
+    settle = args.settle if args.settle is not None else (1.0 if args.short else Replugs.settle_s)
+    replugs = Replugs(count=1 if args.short else args.replugs, away_s=args.away, settle_s=settle)
+    results = run(plan, setup, replugs, args.out, args.workdir, args.echo)
     return finish(results, markdown(results), args.out, "cameras.json, cameras.md")
 
 
