@@ -8,7 +8,9 @@
 - The controller's published state (``streamer.runtime.state``) instead of its log text:
   ``stack_state``, ``worker_pids``, ``worker_pid``, ``wait_state``, ``wait_stack_up``,
   ``wait_worker_ready``.
-- ``free_port``, ``port_open``, ``alive``.
+- ``free_port``, ``udp_port_pair``, ``port_open``, ``alive``.
+- ``policed``: a thin link on loopback (an nftables policer on some packets), for the tests and
+  the benchmark of the adaptive bitrate; ``rtsp_progress``: the RTSP worker's last report.
 
 No GStreamer here: the benchmark's harness process stays light.
 """
@@ -16,6 +18,7 @@ No GStreamer here: the benchmark's harness process stays light.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import random
 import re
@@ -25,9 +28,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from streamer import config
 from streamer.runtime import state
@@ -92,6 +95,42 @@ def free_port() -> int:
     raise RuntimeError(f"no free port between {SERVER_PORTS_FROM} and {upper}")
 
 
+def udp_port_pair() -> tuple[int, int]:
+    """An even port and the next one, both free: a viewer's RTP and RTCP ports, known to the
+    test that shapes its link."""
+    for _ in range(100):
+        port = free_port()
+        if port % 2 == 0 and _bindable(port + 1, socket.SOCK_DGRAM):
+            return port, port + 1
+    raise RuntimeError("no free UDP port pair")
+
+
+@contextlib.contextmanager
+def policed(match: str, rate_bps: int, burst_bytes: int = 16_000) -> Iterator[None]:
+    """Packets this machine sends that nftables' ``match`` selects (``udp dport 5000``: a UDP
+    viewer's RTP; ``tcp sport 8554``: an RTSP server's side of every TCP connection) are dropped
+    beyond ``rate_bps``, with a burst of ``burst_bytes`` allowed (a radio's buffer), until the
+    block ends; its table is removed whatever happens. Needs root and ``nft``."""
+    table = f"streamer_link_{os.getpid()}_{next(_tables)}"
+    rules = (
+        f"table inet {table} {{\n"
+        "  chain output {\n"
+        "    type filter hook output priority 0;\n"
+        f"    {match} limit rate over {rate_bps // 8000} kbytes/second "
+        f"burst {burst_bytes // 1000} kbytes drop\n"
+        "  }\n"
+        "}\n"
+    )
+    subprocess.run(["nft", "-f", "-"], input=rules, text=True, check=True, timeout=10)
+    try:
+        yield
+    finally:
+        subprocess.run(["nft", "delete", "table", "inet", table], check=False, timeout=10)
+
+
+_tables = itertools.count()
+
+
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     """Something listens on the port (a bare connect, closed at once)."""
     with socket.socket() as probe:
@@ -124,6 +163,13 @@ def state_path(env: Mapping[str, str]) -> str:
 def stack_state(env: Mapping[str, str]) -> StackState | None:
     """The state the controller run with ``env`` publishes; None while there is none."""
     return state.read(state_path(env))
+
+
+def rtsp_progress(env: Mapping[str, str]) -> dict[str, Any]:
+    """The RTSP worker's last progress report ({} before it has reported)."""
+    current = stack_state(env)
+    worker = current.workers.get("rtsp") if current is not None else None
+    return worker.progress if worker is not None else {}
 
 
 def worker_pids(env: Mapping[str, str]) -> dict[str, int]:

@@ -135,6 +135,9 @@ BAD = [
     ("ENCODER", "nvenc", "must be one of auto, x264, openh264, v4l2, nvv4l2, va, vaapi"),
     ("ENCODER", "", "must be one of auto"),
     ("RECORD_SOURCE", "both", "must be one of own, stream"),
+    ("VIDEO_BITRATE_MODE", "auto", "must be one of fixed, adaptive"),
+    ("VIDEO_BITRATE_MIN", "5000", "10000"),
+    ("VIDEO_BITRATE_MIN", "3000000", "must not be above VIDEO_BITRATE=2000000"),
 ]
 
 

@@ -453,3 +453,12 @@ def test_before_the_check_the_status_shows_what_was_requested_and_no_metric(tmp_
     data = state.StackState().as_dict()
     del data["encoder"]
     assert state.StackState.from_dict(data).encoder == {}
+
+
+def test_the_bitrate_changes_while_playing_in_each_encoders_own_unit():
+    assert encoders.runtime_bitrate(EncoderKind.X264, 800_000) == ("bitrate", 800)  # kbit/s
+    assert encoders.runtime_bitrate(EncoderKind.OPENH264, 800_000) == ("bitrate", 800_000)
+    assert encoders.runtime_bitrate(EncoderKind.NVV4L2, 800_000) == ("bitrate", 800_000)
+    assert encoders.runtime_bitrate(EncoderKind.VA, 800_000) == ("bitrate", 800)
+    assert encoders.runtime_bitrate(EncoderKind.VAAPI, 800_000) == ("bitrate", 800)
+    assert encoders.runtime_bitrate(EncoderKind.V4L2, 800_000) is None  # a control read at start

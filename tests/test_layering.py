@@ -65,6 +65,7 @@ PURE = [
     "streamer.storage.retention",
     "streamer.storage.catalog",
     "streamer.rtsp.keyframes",
+    "streamer.rtsp.links",
     "streamer.live.offer",
     # The web worker, everything it serves included (its event loop must never wait on GStreamer).
     "streamer.web.server",
@@ -76,6 +77,7 @@ PURE = [
     "streamer.web.forwarding",
     "streamer.web.metrics",
     "streamer.web.live",
+    "streamer.web.stream",
     "streamer.mavlink",
 ]
 GLUE = "streamer.media.gst"  # the one module that imports gi

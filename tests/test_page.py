@@ -170,6 +170,11 @@ VIEWERS = """() => {
   const shown = document.getElementById('viewers').textContent;
   return /^[1-9]\\d* on RTSP/.test(shown) && / 1 in browsers$/.test(shown) && shown;
 }"""
+# VIDEO_BITRATE's default, and the page's viewer's loss once its receiver has reported.
+BITRATE = """() => {
+  const shown = document.getElementById('bitrate').textContent;
+  return /^2000 kbit\\/s · fixed( · worst loss \\d+\\.\\d % \\(viewer \\d+\\))?$/.test(shown) && shown;
+}"""
 WORKERS_READY = """() => {
   const rows = [...document.querySelectorAll('#workers tbody tr[data-worker]')];
   const ready = rows.length >= 5 && rows.every((r) => r.cells[1].textContent === 'ready');
@@ -271,6 +276,7 @@ def test_the_page_loads_with_no_console_errors_and_shows_the_stack(env, start):
         wait_live(view)
         # The page's own live session is an RTSP viewer of the stack (the live worker's client).
         wait_in_page(view, VIEWERS, 10, "this page counted as a viewer (RTSP and browsers)")
+        wait_in_page(view, BITRATE, 10, "the stream's bitrate (VIDEO_BITRATE, fixed)")
         wait_in_page(view, "() => document.querySelector('#sessions .chunk')", 20, "a chunk listed")
         assert loaded_width(view, "#latest-image", 20) == TEST_WIDTH
         no_banner(view)
@@ -438,6 +444,7 @@ def test_without_rtsp_the_page_says_there_is_no_live_view(env, start):
         wait_text(view, "#live-state", "no live view: the RTSP stream is off (ENABLE_RTSP=0)", 10)
         wait_attribute(view, "#live-state", "data-state", "unavailable", 1)
         assert text(view, "#rtsp-urls") == "RTSP is off"
+        assert text(view, "#bitrate") == "RTSP off"
         wait_text(view, "#rec-state", "recording video + images", 10)
         wait_in_page(view, WORKERS_SHOWN, 10, "the workers", ["feeder", "recorder", "web"])
         next_status(view)

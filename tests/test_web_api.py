@@ -174,9 +174,14 @@ def test_viewers_appear_with_their_transport_within_2_s_and_leave(env, start):
             seen = wait_until(viewers, 2, f"the {protocols} viewer in /api/v1/status")
             assert [v["transport"] for v in seen] == [protocols], seen
             assert seen[0]["address"] == "127.0.0.1" and seen[0]["since"] <= time.time()
+            assert seen[0]["number"] == number, seen  # as in the RTSP worker's log
+            # The bitrate as configured (fixed, VIDEO_BITRATE's default), and nothing changed it.
+            bitrate = api_status(env)["rtsp"]["bitrate"]
+            assert (bitrate["current"], bitrate["mode"], bitrate["changes"]) == (2_000_000, "fixed", 0)
             samples = metrics(env)
             assert samples[("streamer_rtsp_viewers", ())] == 1
             assert samples[("streamer_rtsp_sessions_total", ())] == number
+            assert samples[("streamer_rtsp_bitrate_bits_per_second", ())] == 2_000_000
         finally:
             viewer.stop()
         wait_until(lambda: not viewers(), 10, f"the {protocols} viewer to leave /api/v1/status")

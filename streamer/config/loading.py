@@ -96,6 +96,10 @@ def _check_together(s: Settings) -> None:
             f"RESTART_DELAY_MAX_S={s.restart_delay_max_s:g}: must not be below "
             f"RESTART_DELAY_MIN_S={s.restart_delay_min_s:g}"
         )
+    if s.video_bitrate_min > s.video_bitrate:
+        raise ConfigError(
+            f"VIDEO_BITRATE_MIN={s.video_bitrate_min}: must not be above VIDEO_BITRATE={s.video_bitrate}"
+        )
     if s.enable_http and s.enable_rtsp and s.http_port == s.rtsp_port:
         raise ConfigError(f"HTTP_PORT={s.http_port}: must differ from RTSP_PORT")
     if s.publish_urls:

@@ -32,6 +32,7 @@ ENCODERS = (ENCODER_AUTO, *ENCODER_KINDS)
 ENCODER_SOFTWARE = ("x264", "openh264")
 ENCODER_FALLBACK = "x264"
 RECORD_SOURCES = ("own", "stream")
+BITRATE_MODES = ("fixed", "adaptive")
 # What a V4L2 camera is asked for: ``auto`` takes MJPEG where the camera offers it at the mode,
 # else raw YUYV (cheap cameras offer only raw at small sizes).
 CAMERA_FORMATS = ("auto", "mjpeg", "yuyv")
@@ -126,7 +127,26 @@ class Settings:
         "VIDEO_BITRATE",
         "2000000",
         parsers.int_range(10_000, 100_000_000),
-        "RTSP stream bitrate in bit/s, 10000–100000000.",
+        "RTSP stream bitrate in bit/s, 10000–100000000; with `VIDEO_BITRATE_MODE=adaptive` the most "
+        "the stream is given. Changeable while streaming (`POST /api/v1/stream`, see "
+        "[Streaming](docs/streaming.md#bitrate)).",
+    )
+    video_bitrate_mode: str = setting(
+        "VIDEO_BITRATE_MODE",
+        "fixed",
+        parsers.choice(BITRATE_MODES),
+        "`fixed`: the stream keeps `VIDEO_BITRATE` (or what the API last set). `adaptive`: the RTSP "
+        "worker follows the viewers' links, between `VIDEO_BITRATE_MIN` and `VIDEO_BITRATE`: it cuts the "
+        "bitrate when a UDP viewer's receiver reports show loss, or a TCP viewer's video queues up "
+        "unsent, and raises it again slowly while every link is clean. Also the recording's bitrate "
+        "with `RECORD_SOURCE=stream`, and the published stream's.",
+    )
+    video_bitrate_min: int = setting(
+        "VIDEO_BITRATE_MIN",
+        "200000",
+        parsers.int_range(10_000, 100_000_000),
+        "The least bitrate, bit/s, that `VIDEO_BITRATE_MODE=adaptive` (or the API) may set; at most "
+        "`VIDEO_BITRATE`.",
     )
     record_bitrate: int = setting(
         "RECORD_BITRATE",

@@ -356,6 +356,16 @@ def keyframe_signal(kind: EncoderKind | str) -> str | None:
     return ENCODERS[EncoderKind(kind)].keyframe_signal
 
 
+def runtime_bitrate(kind: EncoderKind | str, bitrate_bps: int) -> tuple[str, int] | None:
+    """The property, and its value, that set ``kind``'s bitrate while it plays (the pure half of
+    ``gst.set_bitrate``); None for v4l2h264enc, whose bitrate is a V4L2 control in
+    ``extra-controls``, applied when the encoder starts."""
+    spec = ENCODERS[EncoderKind(kind)]
+    if spec.kind is EncoderKind.V4L2:
+        return None
+    return "bitrate", _kbit(bitrate_bps) if spec.bitrate_unit == "kbit/s" else bitrate_bps
+
+
 def is_hardware(kind: EncoderKind | str) -> bool:
     return ENCODERS[EncoderKind(kind)].hardware
 

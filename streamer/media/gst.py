@@ -5,9 +5,12 @@ Workers import this; the controller never does, so nothing it supervises can wed
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import re
 import signal
+import sys
+import termios
 import time
 from collections.abc import Callable
 
@@ -304,6 +307,63 @@ def force_keyframe(encoder: Gst.Element, kind: str, frame: tuple[int, int, int, 
         )
         encoder.get_static_pad("sink").send_event(event)
     return BY_EVENT
+
+
+def set_bitrate(encoder: Gst.Element, kind: str, bitrate_bps: int) -> bool:
+    """Give ``encoder`` (of kind ``kind``) a new bitrate while it plays, without restarting it:
+    x264enc reconfigures itself, openh264enc passes it to OpenH264 with the next frame, the
+    hardware encoders' ``bitrate`` properties are mutable while playing. False where it cannot
+    be changed so (``encoders.runtime_bitrate``, or a property not marked mutable in PLAYING)."""
+    change = encoders.runtime_bitrate(kind, bitrate_bps)
+    if change is None:
+        return False
+    name, value = change
+    spec = encoder.find_property(name)
+    if spec is None or not spec.flags & Gst.PARAM_MUTABLE_PLAYING:
+        return False
+    encoder.set_property(name, value)
+    return True
+
+
+RECEIVER_REPORT_FIELDS = (
+    "have-rb",
+    "rb-fractionlost",
+    "rb-packetslost",
+    "rb-jitter",
+    "rb-exthighestseq",
+    "rb-lsr",
+    "rb-dlsr",
+)
+
+
+def receiver_reports(media: GstRtspServer.RTSPMedia) -> dict[str, dict[str, object]]:
+    """The newest RTCP receiver report about ``media``'s first stream from each viewer, by the
+    address it sends its RTCP from (``"ip:port"``): rtpsession keeps one source per receiver,
+    whose ``rb-*`` stats are the report block it last sent about our stream."""
+    stream = media.get_stream(0)
+    session = stream.get_rtpsession() if stream is not None else None
+    if session is None:
+        return {}
+    reports: dict[str, dict[str, object]] = {}
+    for source in session.get_property("sources"):
+        stats = source.get_property("stats")
+        if stats is None or stats.get_value("internal") or not stats.has_field("rtcp-from"):
+            continue
+        reports[stats.get_value("rtcp-from")] = {
+            field: stats.get_value(field) for field in RECEIVER_REPORT_FIELDS if stats.has_field(field)
+        }
+    return reports
+
+
+def unsent_bytes(connection: GstRtsp.RTSPConnection) -> int | None:
+    """Bytes written to an RTSP connection's socket that the peer has not yet taken (TIOCOUTQ):
+    a TCP viewer's video stuck on the way. None when it cannot be read."""
+    try:
+        fd = connection.get_write_socket().get_fd()
+        queued = fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0")
+    except (AttributeError, OSError, TypeError):
+        return None
+    return int.from_bytes(queued, sys.byteorder, signed=True)
 
 
 def force_keyframes(

@@ -105,6 +105,7 @@ class RtspClient:
         *,
         decode: bool = True,
         read_stamps: bool = True,
+        udp_ports: tuple[int, int] | None = None,
     ) -> None:
         self.url = url
         self.protocols = protocols
@@ -118,13 +119,19 @@ class RtspClient:
             source.set_property("user-pw", password)
         if url.startswith("rtsps://"):
             source.set_property("tls-validation-flags", 0)
+        if udp_ports is not None:  # its RTP and RTCP ports (a test shapes the link to them)
+            source.set_property("port-range", f"{udp_ports[0]}-{udp_ports[1]}")
         self.started_at = 0.0
         self.frame_times: list[float] = []
+        # (monotonic time, H.264 bytes received so far) at each depayloaded access unit: the
+        # bitrate the viewer gets, over any span (``bitrate_bps``).
+        self.video_bytes: list[tuple[float, int]] = []
         self.size: tuple[int, int] | None = None
         self.deltas_before_keyframe: int | None = None
         self.samples: list[tuple[float, float]] = []
         self.stamps_failed = 0
         self.frames_damaged = 0
+        self.damaged_times: list[float] = []  # monotonic, of each damaged frame
         self.joined_mid_picture = False
         self.errors: list[str] = []
         self.teardown_errors: list[str] = []
@@ -141,8 +148,9 @@ class RtspClient:
         self._changed = threading.Condition(self._lock)
         counted = self.pipeline.get_by_name("decoder" if decode else "depay")
         counted.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, self._on_frame)
+        depay = self.pipeline.get_by_name("depay")
+        depay.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, self._on_video_bytes)
         if decode:
-            depay = self.pipeline.get_by_name("depay")
             depay.get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER, self._on_first_packets)
             depay.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, self._on_depayloaded)
             parse = self.pipeline.get_by_name("parse").get_static_pad("src")
@@ -194,6 +202,24 @@ class RtspClient:
         with self._lock:
             return self.samples[index:]
 
+    def bitrate_bps(self, start: float, end: float) -> float:
+        """The video bitrate received between two monotonic times (H.264, without RTP headers)."""
+        with self._lock:
+            inside = [total for at, total in self.video_bytes if start <= at <= end]
+            before = [total for at, total in self.video_bytes if at < start]
+        if not inside:
+            return 0.0
+        return (inside[-1] - (before[-1] if before else 0)) * 8 / (end - start)
+
+    def frames_between(self, start: float, end: float, *, intact: bool = False) -> int:
+        """Frames decoded (or, not decoding, depayloaded) between two monotonic times; only those
+        decoded whole (none of their data lost) with ``intact``."""
+        with self._lock:
+            frames = sum(start <= at <= end for at in self.frame_times)
+            if intact:
+                frames -= sum(start <= at <= end for at in self.damaged_times)
+            return frames
+
     def wait_frames(self, count: int, timeout: float) -> bool:
         """Wait until ``count`` frames have come; False on timeout or an error while playing."""
         deadline = time.monotonic() + timeout
@@ -231,6 +257,13 @@ class RtspClient:
         if h264_rtp.begins_nal_unit(payload):
             self.joined_mid_picture = True
             return Gst.PadProbeReturn.REMOVE
+        return Gst.PadProbeReturn.OK
+
+    def _on_video_bytes(self, _pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
+        now, size = time.monotonic(), info.get_buffer().get_size()
+        with self._lock:
+            total = self.video_bytes[-1][1] if self.video_bytes else 0
+            self.video_bytes.append((now, total + size))
         return Gst.PadProbeReturn.OK
 
     def _on_depayloaded(self, _pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
@@ -272,6 +305,7 @@ class RtspClient:
                 self.size = size
             if damaged:
                 self.frames_damaged += 1
+                self.damaged_times.append(decoded_mono)
             elif age is not None:
                 self.samples.append((decoded_mono - self.started_at, age))
             elif self.read_stamps:

@@ -16,6 +16,13 @@ CLIENTS_REPORTED of them) and count those that have played; a viewer starting to
 leaving is reported at once, not only with the report every second (a crowd coming or going
 is reported at most every REPORT_SOON_INTERVAL_S: the controller reads every line).
 
+The stream's bitrate (``streamer.rtsp.links``): each second the worker reads every viewer's
+link (UDP: its RTCP receiver reports; TCP: the video queued unsent in its connection) and
+reports it; with ``VIDEO_BITRATE_MODE=adaptive`` the worst link sets the encoder's bitrate,
+changed in place (``gst.set_bitrate``), viewers never disconnected. An operator sets the bitrate
+(fixed) or its ceiling (adaptive) through the command socket (``commands.rtsp_socket_path``),
+which ``POST /api/v1/stream`` uses.
+
 Access control is gst-rtsp-server's own (``RTSPAuth``, see ``make_auth``): with credentials
 configured every request needs them (digest by default, basic only when asked for); with a
 certificate and key the server speaks RTSP over TLS and the media is sent only interleaved in
@@ -27,13 +34,24 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from streamer.config import Settings
-from streamer.media import gst, pipelines
+from streamer.media import encoders, gst, pipelines
 from streamer.media.gst import GLib, Gst, GstRtsp, GstRtspServer
 from streamer.rtsp.access import AccessError, describe_access, make_auth
 from streamer.rtsp.keyframes import FORCED_KEYFRAME_MIN_INTERVAL_S, KeyframePacer
+from streamer.rtsp.links import (
+    CLIMB_REASON,
+    TICK_S,
+    BitrateChange,
+    BitrateLaw,
+    ReceiverReport,
+    SentBytes,
+    ViewerLink,
+)
+from streamer.runtime import commands
 from streamer.runtime.status import StatusWriter
 from streamer.runtime.worker import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 
@@ -42,6 +60,7 @@ PROGRESS_INTERVAL_S = 1.0
 LISTEN_BACKLOG = 128
 CLIENTS_REPORTED = 64  # viewers named in a progress report (``viewers`` counts them all)
 REPORT_SOON_INTERVAL_S = 0.1  # reports for viewers coming and going, at most this often
+COMMAND_WAIT_S = 2.0  # for the main loop to take a command (it never blocks for long)
 
 
 def _url_host(address: str) -> str:
@@ -60,27 +79,42 @@ class Viewer:
     transport: str = UNKNOWN
     playing: bool = False
     since: float | None = None  # wall clock (time.time()) when it started playing
+    # Where its RTCP comes from ("ip:port", its RTCP port from SETUP): how its receiver reports
+    # are told from the other viewers'.
+    rtcp_from: str | None = None
+    link: ViewerLink = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.link = ViewerLink(self.number, self.transport)
 
     def __str__(self) -> str:
         return f"viewer {self.number} ({self.address})"
 
     def as_client(self) -> dict[str, object]:
         """The viewer in the progress report's ``clients``."""
-        return {"address": self.address, "transport": self.transport, "since": self.since}
+        return {
+            "number": self.number,
+            "address": self.address,
+            "transport": self.transport,
+            "since": self.since,
+            **self.link.as_fields(),
+        }
 
 
-def _lower_transport(ctx: GstRtspServer.RTSPContext) -> str:
-    """UDP, TCP or multicast, as negotiated in SETUP for the session's first stream."""
+def _lower_transport(ctx: GstRtspServer.RTSPContext) -> tuple[str, int | None]:
+    """UDP, TCP or multicast, as negotiated in SETUP for the session's first stream, and the
+    client's port its RTCP comes from (gst-rtsp-server's rtpsession names each receiver by it)."""
     try:
         transport = ctx.sessmedia.get_transport(0).get_transport()
     except (AttributeError, TypeError):
-        return UNKNOWN
+        return UNKNOWN, None
     lower = transport.lower_transport
+    rtcp_port = transport.client_port.max or None
     if lower & GstRtsp.RTSPLowerTrans.TCP:
-        return TCP
+        return TCP, rtcp_port
     if lower & GstRtsp.RTSPLowerTrans.UDP_MCAST:
-        return MULTICAST
-    return UDP
+        return MULTICAST, None
+    return UDP, rtcp_port
 
 
 class StreamServer:
@@ -125,6 +159,20 @@ class StreamServer:
         self._reported_at = float("-inf")  # monotonic
         self._report_scheduled = False
         self._pacer = KeyframePacer(FORCED_KEYFRAME_MIN_INTERVAL_S)
+        self.bytes_sent = 0  # the encoded stream, counted where it is packetised
+        self._sent = SentBytes()
+        self.bitrate_changes = 0
+        self.bitrate_reason: str | None = None
+        self.law = BitrateLaw(
+            minimum=settings.video_bitrate_min,
+            maximum=settings.video_bitrate,
+            bitrate=settings.video_bitrate,
+            adaptive=settings.video_bitrate_mode == "adaptive",
+        )
+        # v4l2h264enc takes its bitrate only when it starts (encoders.runtime_bitrate).
+        self.bitrate_changeable = (
+            encoders.runtime_bitrate(self.encoder_kind, settings.video_bitrate) is not None
+        )
 
     @property
     def playing(self) -> int:
@@ -148,6 +196,20 @@ class StreamServer:
             describe_access(self.settings),
         )
         self.log.info("encoder: %s", pipelines.describe_encoder(self.settings))
+        if self.law.adaptive and not self.bitrate_changeable:
+            self.law.adaptive = False
+            self.log.warning(
+                "VIDEO_BITRATE_MODE=adaptive: the %s encoder cannot change its bitrate while it plays; "
+                "the stream keeps VIDEO_BITRATE=%d",
+                self.encoder_kind,
+                self.settings.video_bitrate,
+            )
+        elif self.law.adaptive:
+            self.log.info(
+                "bitrate: adaptive, %d to %d kbit/s, following the worst viewer's link",
+                self.law.minimum // 1000,
+                self.law.maximum // 1000,
+            )
         self._status.ready()
         return True
 
@@ -158,6 +220,8 @@ class StreamServer:
         self.medias_created += 1
         pipeline = media.get_element()
         self.encoder = pipeline.get_by_name(pipelines.STREAM_ENCODER_ELEMENT)
+        if self.encoder is not None and self.law.bitrate != self.settings.video_bitrate:
+            gst.set_bitrate(self.encoder, self.encoder_kind, self.law.bitrate)  # set while it was idle
         # Send each packet as soon as it is encoded. The media's sinks sync to the clock and
         # would otherwise hold every packet for the pipeline latency: the sinks' default 20 ms
         # processing deadline (shmsrc and zerolatency x264 add none). Frames carry their capture
@@ -175,9 +239,10 @@ class StreamServer:
         media.connect("unprepared", self._on_media_unprepared)
         self.log.info("stream started (encoder %d): one encoder for every viewer", self.medias_created)
 
-    def _on_frame(self, _buffer: object) -> None:  # streaming thread
+    def _on_frame(self, buffer: Gst.Buffer) -> None:  # streaming thread
         with self._frames_lock:
             self.frames_sent += 1
+            self.bytes_sent += buffer.get_size()
 
     def _on_media_message(self, media: GstRtspServer.RTSPMedia, message: Gst.Message) -> bool:
         if message.type == Gst.MessageType.ERROR:
@@ -217,7 +282,9 @@ class StreamServer:
             return
         viewer.playing = True
         viewer.since = time.time()
-        viewer.transport = _lower_transport(ctx)
+        viewer.transport, rtcp_port = _lower_transport(ctx)
+        viewer.link.transport = viewer.transport
+        viewer.rtcp_from = f"{viewer.address}:{rtcp_port}" if rtcp_port else None
         self.sessions_total += 1
         self.log.info(
             "%s playing over %s (%d watching)", viewer, TRANSPORT_LABELS[viewer.transport], self.playing
@@ -262,6 +329,106 @@ class StreamServer:
         self.report()
         return GLib.SOURCE_REMOVE
 
+    # --- the viewers' links and the bitrate
+
+    def follow_links(self) -> bool:  # main loop, every TICK_S
+        """Read every playing viewer's link; with the adaptive law, let the worst one (and the
+        clean seconds) set the bitrate."""
+        now = time.monotonic()
+        with self._frames_lock:
+            self._sent.add(now, self.bytes_sent)
+        media = self.media
+        reports = gst.receiver_reports(media) if media is not None else {}
+        for client, viewer in list(self.viewers.items()):
+            if not viewer.playing:
+                continue
+            congestion = None
+            stats = reports.get(viewer.rtcp_from) if viewer.rtcp_from else None
+            report = ReceiverReport.from_stats(stats) if stats else None
+            if report is not None:
+                congestion = viewer.link.report(report, now, self._sent)
+            if viewer.transport == TCP:
+                unsent = gst.unsent_bytes(client.get_connection())
+                if unsent is not None:
+                    congestion = viewer.link.queued(unsent, now, self.law.bitrate, self._sent) or congestion
+            if congestion is not None:
+                self._apply(self.law.congested(congestion, now))
+        if any(viewer.playing for viewer in self.viewers.values()):
+            self._apply(self.law.tick(now))
+        return GLib.SOURCE_CONTINUE
+
+    def _apply(self, change: BitrateChange | None) -> None:
+        if change is None:
+            return
+        if self.encoder is not None:
+            gst.set_bitrate(self.encoder, self.encoder_kind, change.bitrate)
+        climbing = self.bitrate_reason is not None and self.bitrate_reason.startswith(CLIMB_REASON)
+        self.bitrate_changes += 1
+        self.bitrate_reason = change.reason
+        # Every change is logged; a climb's steps (one a second) at INFO only when it starts and
+        # when it reaches the ceiling, so hours over a varying link do not flood the log.
+        steady_climb = (
+            climbing and change.reason.startswith(CLIMB_REASON) and change.bitrate < self.law.ceiling
+        )
+        self.log.log(
+            logging.DEBUG if steady_climb else logging.INFO,
+            "bitrate %d → %d kbit/s: %s",
+            change.previous // 1000,
+            change.bitrate // 1000,
+            change.reason,
+        )
+
+    def handle_command(self, request: dict[str, Any]) -> dict[str, Any]:  # the command thread
+        """``commands.rtsp_socket_path``'s commands, run in the main loop (GStreamer's and the
+        law's state are the main loop's)."""
+        if request.get("command") != "bitrate":
+            return {"ok": False, "error": f"unknown command {request.get('command')!r} (known: bitrate)"}
+        unknown = sorted(set(request) - {"command", "bitrate"})
+        if unknown:
+            return {"ok": False, "error": f"unknown field {', '.join(map(repr, unknown))} (allowed: bitrate)"}
+        bitrate = request.get("bitrate")
+        if (
+            not isinstance(bitrate, int)
+            or isinstance(bitrate, bool)
+            or not (self.law.minimum <= bitrate <= self.law.maximum)
+        ):
+            return {
+                "ok": False,
+                "reason": "out_of_range",
+                "error": f"bitrate must be a whole number of bit/s from VIDEO_BITRATE_MIN={self.law.minimum} "
+                f"to VIDEO_BITRATE={self.law.maximum}, not {bitrate!r}",
+            }
+        if not self.bitrate_changeable:
+            return {
+                "ok": False,
+                "reason": "unsupported",
+                "error": f"the {self.encoder_kind} encoder cannot change its bitrate while it plays "
+                "(set VIDEO_BITRATE and restart)",
+            }
+        answer: dict[str, Any] = {}
+        done = threading.Event()
+
+        def in_main_loop() -> bool:
+            self._apply(self.law.set_ceiling(bitrate))
+            answer.update(self.bitrate_fields(), ok=True, applied=self.encoder is not None)
+            self._report_soon()
+            done.set()
+            return GLib.SOURCE_REMOVE
+
+        GLib.idle_add(in_main_loop)
+        if not done.wait(COMMAND_WAIT_S):
+            return {"ok": False, "reason": "busy", "error": "the RTSP worker is busy; try again"}
+        return answer
+
+    def bitrate_fields(self) -> dict[str, Any]:
+        return {
+            "bitrate": self.law.bitrate,
+            "ceiling": self.law.ceiling,
+            "mode": "adaptive" if self.law.adaptive else "fixed",
+            "minimum": self.law.minimum,
+            "maximum": self.law.maximum,
+        }
+
     def report(self) -> bool:  # main loop, every PROGRESS_INTERVAL_S and when a viewer comes or goes
         # Idle without viewers: no frames are expected then (the media is not even running).
         self._reported_at = time.monotonic()
@@ -273,6 +440,13 @@ class StreamServer:
             clients=[viewer.as_client() for viewer in playing[:CLIENTS_REPORTED]],
             sessions_total=self.sessions_total,
             medias=self.medias_created,
+            bitrate=self.law.bitrate,
+            bitrate_mode="adaptive" if self.law.adaptive else "fixed",
+            bitrate_minimum=self.law.minimum,
+            bitrate_maximum=self.law.maximum,
+            bitrate_ceiling=self.law.ceiling,
+            bitrate_changes=self.bitrate_changes,
+            bitrate_reason=self.bitrate_reason,
         )
         return GLib.SOURCE_CONTINUE
 
@@ -285,10 +459,24 @@ def run(settings: Settings, status: StatusWriter, log: logging.Logger) -> int:
         return EXIT_CONFIG
     if not server.start():
         return EXIT_FAILURE
+    try:
+        commands_server = commands.CommandServer(
+            commands.rtsp_socket_path(settings), server.handle_command, log
+        )
+    except OSError as err:
+        problem = f"cannot listen on {commands.rtsp_socket_path(settings)}: {err.strerror or err}"
+        log.error("%s", problem)
+        status.problem(problem)
+        return EXIT_FAILURE
     loop = GLib.MainLoop()
     gst.on_stop_signals(loop.quit, log)
     GLib.timeout_add(int(PROGRESS_INTERVAL_S * 1000), server.report)
-    loop.run()
+    GLib.timeout_add(int(TICK_S * 1000), server.follow_links)
+    commands_server.start()
+    try:
+        loop.run()
+    finally:
+        commands_server.close()
     for client in list(server.viewers):
         client.close()
     log.info("stopped; %d viewers connected in all", server.viewers_seen)

@@ -1,5 +1,5 @@
 """The command channels: how the web worker (and the MAVLink camera component) asks another
-worker to act now. Two workers take commands:
+worker to act now. Three workers take commands:
 
 - the recorder, on a Unix stream socket beside its shared-memory socket
   (``<SHM_RECORDER_SOCKET>.control``, ``socket_path``). One command at a time: they are rare,
@@ -17,8 +17,17 @@ worker to act now. Two workers take commands:
   ``<SHM_STREAM_SOCKET>.live`` (``live_socket_path``). Its commands run side by side (an offer
   waits for its stream and for ICE gathering), and carry an SDP offer or answer: its lines may
   be longer (``LIVE_MAX_LINE_BYTES``).
+- the RTSP worker (the stream's bitrate), on ``<SHM_STREAM_SOCKET>.rtsp`` (``rtsp_socket_path``):
 
-Both sockets are for the stack's own user only. A client connects, sends one JSON object on one
+  - ``{"command": "bitrate", "bitrate": N}`` (bit/s, VIDEO_BITRATE_MIN..VIDEO_BITRATE) →
+    ``{"ok": true, "bitrate", "ceiling", "mode", "minimum", "maximum", "applied"}``. With
+    ``VIDEO_BITRATE_MODE=fixed`` the stream's bitrate becomes N; with ``adaptive`` N is the most
+    the link-following law may give it (``ceiling``; ``bitrate`` is what the encoder has now).
+    ``applied`` is false when no stream is running (no viewer): the next one starts at it.
+    Refused with ``reason`` ``out_of_range``, or ``unsupported`` for an encoder that cannot
+    change its bitrate while playing.
+
+Every socket is for the stack's own user only. A client connects, sends one JSON object on one
 line (``{"command": NAME, ...}``), reads one JSON object back and the connection closes. Every
 answer has ``ok``; a refused or failed command has ``ok: false``, an ``error`` a person can read
 and, where the worker gives one, a ``reason`` a program can act on (``CommandError.reason``).
@@ -71,6 +80,11 @@ def socket_path(settings: Settings) -> str:
 def live_socket_path(settings: Settings) -> str:
     """The live worker's command socket."""
     return settings.shm_stream_socket + ".live"
+
+
+def rtsp_socket_path(settings: Settings) -> str:
+    """The RTSP worker's command socket."""
+    return settings.shm_stream_socket + ".rtsp"
 
 
 def wish_path(settings: Settings) -> str:

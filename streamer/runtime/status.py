@@ -23,9 +23,13 @@ worker serves as status and metrics. Counters count from the worker's start:
   name, or null), ``recording_since`` (when the video being recorded began, as wall-clock
   seconds; null while no video is recorded), ``chunks``, ``snapshots``, ``bytes`` (of finished
   files), ``deleted_files``, ``deleted_bytes`` (retention).
-- rtsp: ``viewers`` (playing now), ``clients`` (``[{"address", "transport", "since"}]``, since
-  as wall-clock seconds; the first 64 viewers), ``sessions_total`` (viewers that played),
-  ``medias``. A viewer starting or leaving is reported at once.
+- rtsp: ``viewers`` (playing now), ``clients`` (``[{"number", "address", "transport",
+  "since", "fraction_lost", "packets_lost", "jitter_ms", "backlog_s"}]``, since as wall-clock
+  seconds, the link's fields null until known: UDP's from the viewer's RTCP reports, TCP's
+  backlog from its socket; the first 64 viewers), ``sessions_total`` (viewers that played),
+  ``medias``, and the stream's ``bitrate`` (bit/s now), ``bitrate_mode``, ``bitrate_minimum``,
+  ``bitrate_maximum``, ``bitrate_ceiling``, ``bitrate_changes``, ``bitrate_reason`` (of the last
+  change). A viewer starting or leaving is reported at once.
 - web: ``frames`` are its event loop's heartbeats; ``requests`` served.
 - mavlink: ``frames`` are its loop's heartbeats; ``link`` (``{"kind", "url", "peer", "open"}``),
   ``connected`` (traffic heard within 5 s), ``system_id``, ``component_id``, ``vehicle`` and

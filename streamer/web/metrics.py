@@ -151,6 +151,59 @@ class SnapshotCollector(Collector):
             "RTSP viewers that played since the RTSP worker started",
             rtsp.get("sessions_total"),
         )
+        yield from self._gauge(
+            "streamer_rtsp_bitrate_bits_per_second",
+            "The stream encoder's bitrate now, bit/s",
+            rtsp.get("bitrate"),
+        )
+        yield from self._counter(
+            "streamer_rtsp_bitrate_changes_total",
+            "Changes of the stream's bitrate (by the API or the link) since the RTSP worker started",
+            rtsp.get("bitrate_changes"),
+        )
+        yield from self._viewer_links(rtsp.get("clients"))
+
+    def _viewer_links(self, clients: Any) -> Iterator[Metric]:
+        """Each viewer's link as its receiver reports (UDP) or send queue (TCP) tell it, labelled
+        with its number in the RTSP worker's log and its transport; a figure not known yet (no
+        receiver report, or not the viewer's transport) is left out."""
+        if not isinstance(clients, list):
+            return
+        labels = ["viewer", "transport"]
+        lost = GaugeMetricFamily(
+            "streamer_rtsp_viewer_fraction_lost",
+            "Share of the viewer's RTP packets lost (0..1), from its latest RTCP receiver report",
+            labels=labels,
+        )
+        jitter = GaugeMetricFamily(
+            "streamer_rtsp_viewer_jitter_seconds",
+            "Interarrival jitter from the viewer's latest RTCP receiver report",
+            labels=labels,
+        )
+        backlog = GaugeMetricFamily(
+            "streamer_rtsp_viewer_backlog_seconds",
+            "Video queued for the viewer and not sent yet (TCP)",
+            labels=labels,
+        )
+        packets_lost = CounterMetricFamily(
+            "streamer_rtsp_viewer_packets_lost_total",
+            "RTP packets the viewer reported lost since it began playing",
+            labels=labels,
+        )
+        for client in clients:
+            if not isinstance(client, dict) or _number(client.get("number")) is None:
+                continue
+            label = [str(client["number"]), str(client.get("transport"))]
+            if (value := _number(client.get("fraction_lost"))) is not None:
+                lost.add_metric(label, value)
+            if (value := _number(client.get("jitter_ms"))) is not None:
+                jitter.add_metric(label, value / 1000)
+            if (value := _number(client.get("backlog_s"))) is not None:
+                backlog.add_metric(label, value)
+            if (value := _number(client.get("packets_lost"))) is not None:
+                # RTCP's cumulative count is signed (duplicates make it go below 0); a counter is not.
+                packets_lost.add_metric(label, max(0.0, value))
+        yield from (family for family in (lost, jitter, backlog, packets_lost) if family.samples)
 
     def _recording(self) -> Iterator[Metric]:
         s = self.settings

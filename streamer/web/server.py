@@ -35,7 +35,7 @@ from aiohttp import BasicAuth, hdrs, web
 from streamer.config import Settings
 from streamer.runtime.status import StatusWriter
 from streamer.runtime.worker import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
-from streamer.web import controls, live, metrics, page, recordings, status
+from streamer.web import controls, live, metrics, page, recordings, status, stream
 from streamer.web.snapshot import Observer
 
 NAME = "web"
@@ -210,6 +210,7 @@ def make_app(settings: Settings, observer: Observer, log: logging.Logger) -> web
     app.router.add_get("/metrics", prometheus)
     app.add_routes(recordings.routes(settings))
     app.add_routes(controls.routes(settings))
+    app.add_routes(stream.routes(settings, observer))
     app.add_routes(live.routes(settings))
     app.add_routes(page.routes(settings))
     return app

@@ -168,6 +168,23 @@ def rtsp_section(settings: Settings, snap: Snapshot) -> dict[str, Any]:
         "watching": rtsp.get("viewers"),
         "viewers": rtsp.get("clients", []),
         "sessions_total": rtsp.get("sessions_total"),
+        "bitrate": bitrate_section(settings, rtsp),
+    }
+
+
+def bitrate_section(settings: Settings, rtsp: dict[str, Any]) -> dict[str, Any]:
+    """The stream's bitrate as the RTSP worker last reported it (docs/streaming.md#bitrate):
+    ``current`` (what the encoder is set to, bit/s), ``mode``, the bounds, ``ceiling`` (the most
+    ``adaptive`` may give; the API sets it), ``changes`` since the worker started and the
+    ``reason`` of the last one. Mode and bounds are the settings' until it has reported."""
+    return {
+        "current": rtsp.get("bitrate"),
+        "mode": rtsp.get("bitrate_mode", settings.video_bitrate_mode),
+        "minimum": rtsp.get("bitrate_minimum", settings.video_bitrate_min),
+        "maximum": rtsp.get("bitrate_maximum", settings.video_bitrate),
+        "ceiling": rtsp.get("bitrate_ceiling"),
+        "changes": rtsp.get("bitrate_changes"),
+        "reason": rtsp.get("bitrate_reason"),
     }
 
 

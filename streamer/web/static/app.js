@@ -581,6 +581,25 @@
     $("viewers").textContent = parts.join(" · ");
   }
 
+  // The stream's bitrate: "1200 kbit/s · adaptive up to 2000 · worst loss 3.1 % (viewer 2)".
+  function renderBitrate(status) {
+    const rtsp = status.rtsp || {};
+    const b = rtsp.bitrate || {};
+    const kbit = (bits) => (typeof bits === "number" ? `${Math.round(bits / 1000)} kbit/s` : "–");
+    let text = rtsp.enabled === false ? "RTSP off" : `${kbit(b.current)} · ${b.mode || "?"}`;
+    if (rtsp.enabled !== false && b.mode === "adaptive" && typeof b.ceiling === "number") {
+      text += ` up to ${Math.round(b.ceiling / 1000)}`;
+    }
+    const reported = (Array.isArray(rtsp.viewers) ? rtsp.viewers : []).filter((v) => typeof v.fraction_lost === "number");
+    if (reported.length) {
+      const worst = reported.reduce((a, v) => (v.fraction_lost > a.fraction_lost ? v : a));
+      const who = typeof worst.number === "number" ? ` (viewer ${worst.number})` : "";
+      text += ` · worst loss ${(worst.fraction_lost * 100).toFixed(1)} %${who}`;
+    }
+    $("bitrate").textContent = text;
+    $("bitrate").title = b.reason ? `last change: ${b.reason}` : "";
+  }
+
   function renderWorkers(status) {
     const workers = status.workers || {};
     const names = Object.keys(workers).sort((a, b) => {
@@ -686,6 +705,7 @@
     $("hours-left").textContent =
       typeof rec.hours_left === "number" ? `${rec.hours_left} h${rec.rate_measured ? "" : " (estimated)"}` : rec.on ? "–" : "– (not recording)";
     renderViewers(status);
+    renderBitrate(status);
     renderWorkers(status);
     renderRestarts(status);
     renderUrls(status);

@@ -1,0 +1,266 @@
+"""The viewers' links and the stream's bitrate: what each viewer's link is telling us, and the
+control law that follows the worst link (``VIDEO_BITRATE_MODE=adaptive``). Pure: the RTSP
+worker reads the numbers from gst-rtsp-server (``streamer.media.gst.receiver_reports``, the
+send queue of a TCP viewer's connection) and feeds them in; nothing here touches GStreamer.
+
+Signals, per viewer:
+
+- **UDP: RTCP receiver reports.** A viewer's RTP stack reports, every few seconds (RFC 3550:
+  about 5 s, randomised; GStreamer's and FFmpeg's clients do so), the fraction of our packets
+  it lost since its previous report, the cumulative count, and the interarrival jitter.
+- **TCP: the send queue.** TCP loses nothing; a link too thin for the stream shows as video
+  queuing unsent in the connection's socket (``backlog``, in seconds of video at the current
+  bitrate), growing.
+
+The law (``BitrateLaw``), every ``TICK_S``:
+
+- **Cut, multiplicatively, on congestion.** A receiver report with loss above
+  ``LOSS_THRESHOLD`` (2 %), or a TCP backlog above ``BACKLOG_LIMIT_S`` that is still growing,
+  gives an estimate of what the link delivers: what we sent over the report's span times the
+  fraction that arrived (TCP: what left the send queue). The bitrate drops at once to
+  ``HEADROOM`` (85 %) of that estimate, and by at least ``MIN_CUT`` (15 %): a 40 % loss at 2 Mbit/s
+  becomes 1.02 Mbit/s in one step. Never below ``VIDEO_BITRATE_MIN``; no second cut within
+  ``CUT_HOLD_S`` (2 s), while what was sent before the first is still on its way.
+- **Climb, additively, while every link is clean.** After ``CLEAN_S`` (6 s: more than a
+  report's interval) without congestion from any viewer it rises each second: back towards
+  the last congested level (the ``knee``) by ``PROBE_STEP`` (2 %) of it, then past it,
+  carefully, by ``PAST_KNEE_STEP`` (1 %) (a report comes only every few seconds), and once
+  ``KNEE_MARGIN`` (110 %) of it is passed without loss, the link has grown: by ``CLIMB_STEP``
+  (5 %) of ``VIDEO_BITRATE``. Up to the ceiling (``VIDEO_BITRATE``, or what the API last set).
+  Modelled against a link of half the bitrate (``tests/test_bitrate_law.py``) it settles in a
+  sawtooth between 85 % and 110 % of the link, and once the link is freed it is back at the
+  maximum about 30 s later.
+- **The worst viewer decides.** Every viewer's congestion cuts the one shared encoder: a
+  shared stream cannot serve two links at two bitrates, and a viewer on a thin link would
+  otherwise see smeared frames forever. (One viewer on a bad link therefore lowers everyone's
+  bitrate; that is the documented policy.)
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+TICK_S = 1.0
+LOSS_THRESHOLD = 0.02  # fraction of packets: below it, a link is clean (jitter alone is not loss)
+BACKLOG_LIMIT_S = 0.5  # seconds of video unsent in a TCP viewer's socket
+DRAIN_SPAN_S = 3.0  # what left a TCP viewer's socket is measured over this span
+HEADROOM = 0.85  # of the estimated delivered rate, after a cut
+MIN_CUT = 0.15  # each cut takes at least this fraction off
+CUT_HOLD_S = 2.0  # after a cut, before the next: what was queued before it must drain first
+CLEAN_S = 6.0  # without congestion before climbing: longer than a viewer's report interval
+PROBE_STEP = 0.02  # of the knee, per second, up to KNEE_NEAR of it
+KNEE_NEAR = 0.95
+PAST_KNEE_STEP = 0.01  # of the knee, per second, from KNEE_NEAR to KNEE_MARGIN of it
+CLIMB_STEP = 0.05  # of the maximum, per second, once well past the knee
+KNEE_MARGIN = 1.1  # "well past the knee": above this multiple of it
+SENT_HISTORY_S = 30.0  # how far back the sent bytes are kept (a report spans about 5 s)
+CLIMB_REASON = "links clean"
+JITTER_CLOCK_HZ = 90_000  # RTP clock of H.264 (RFC 6184): receiver reports count jitter in it
+
+
+@dataclass(frozen=True)
+class ReceiverReport:
+    """The newest RTCP receiver report block about our stream from one address."""
+
+    fraction_lost: float  # 0..1, over the span since the viewer's previous report
+    packets_lost: int  # cumulative
+    jitter_ms: float
+    # What identifies one report from the next (highest sequence number, LSR, DLSR): a viewer's
+    # stats stay the same between its reports.
+    key: tuple[int, int, int]
+
+    @classmethod
+    def from_stats(cls, stats: dict[str, object]) -> ReceiverReport | None:
+        """From rtpsession's per-source stats (``rb-*`` fields); None before the first report."""
+        if not stats.get("have-rb"):
+            return None
+        fraction = int(stats.get("rb-fractionlost", 0))  # type: ignore[call-overload]
+        return cls(
+            fraction_lost=fraction / 256,  # RFC 3550 6.4.1: a fixed-point fraction, 8 bits
+            packets_lost=max(0, int(stats.get("rb-packetslost", 0))),  # type: ignore[call-overload]
+            jitter_ms=int(stats.get("rb-jitter", 0)) * 1000 / JITTER_CLOCK_HZ,  # type: ignore[call-overload]
+            key=(
+                int(stats.get("rb-exthighestseq", 0)),  # type: ignore[call-overload]
+                int(stats.get("rb-lsr", 0)),  # type: ignore[call-overload]
+                int(stats.get("rb-dlsr", 0)),  # type: ignore[call-overload]
+            ),
+        )
+
+
+class SentBytes:
+    """The stream's bytes sent so far, sampled each tick: the rate over any recent span."""
+
+    def __init__(self) -> None:
+        self._samples: deque[tuple[float, int]] = deque()
+
+    def add(self, now: float, total_bytes: int) -> None:
+        self._samples.append((now, total_bytes))
+        while len(self._samples) > 2 and self._samples[1][0] < now - SENT_HISTORY_S:
+            self._samples.popleft()
+
+    def rate_bps(self, since: float, until: float) -> float | None:
+        """Mean bit/s between the samples nearest ``since`` and ``until``; None without two."""
+        if len(self._samples) < 2:
+            return None
+        start = min(self._samples, key=lambda sample: abs(sample[0] - since))
+        end = min(self._samples, key=lambda sample: abs(sample[0] - until))
+        if end[0] - start[0] < TICK_S / 2:
+            return None
+        return (end[1] - start[1]) * 8 / (end[0] - start[0])
+
+
+@dataclass(frozen=True)
+class Congestion:
+    """A viewer's link delivering less than the stream: ``delivered_bps`` is the estimate."""
+
+    viewer: int
+    delivered_bps: float
+    why: str  # "lost 12 %", "3.2 s of video queued"
+
+
+@dataclass
+class ViewerLink:
+    """One viewer's link, as its reports (UDP) or its send queue (TCP) show it."""
+
+    number: int
+    transport: str  # "udp" or "tcp" (streamer.rtsp.server's names)
+    fraction_lost: float | None = None
+    packets_lost: int | None = None
+    jitter_ms: float | None = None
+    backlog_s: float | None = None
+    _report_key: tuple[int, int, int] | None = None
+    _report_at: float | None = None
+    # (monotonic time, bytes unsent) over the last DRAIN_SPAN_S: TCP's delivery comes in bursts
+    # (a lost segment holds everything behind it), so one second says little.
+    _backlog: deque[tuple[float, int]] = field(default_factory=deque)
+
+    def report(self, report: ReceiverReport, now: float, sent: SentBytes) -> Congestion | None:
+        """Take the viewer's newest receiver report (the same one again is ignored); a lossy one
+        is congestion, with what the link delivered over the report's span."""
+        if report.key == self._report_key:
+            return None
+        previous_at, self._report_key, self._report_at = self._report_at, report.key, now
+        self.fraction_lost, self.packets_lost, self.jitter_ms = (
+            report.fraction_lost,
+            report.packets_lost,
+            report.jitter_ms,
+        )
+        if report.fraction_lost <= LOSS_THRESHOLD:
+            return None
+        # The report covers the span since the previous one (or about 5 s for the first).
+        sent_bps = sent.rate_bps(previous_at if previous_at is not None else now - 5.0, now)
+        if sent_bps is None:
+            return None
+        return Congestion(
+            self.number, sent_bps * (1 - report.fraction_lost), f"lost {report.fraction_lost:.0%}"
+        )
+
+    def queued(self, unsent_bytes: int, now: float, bitrate: int, sent: SentBytes) -> Congestion | None:
+        """Take the bytes unsent in the viewer's socket now (TCP); a queue past the limit and
+        still growing is congestion, with what drained from it as the delivered rate."""
+        self._backlog.append((now, unsent_bytes))
+        while self._backlog[0][0] < now - DRAIN_SPAN_S:
+            self._backlog.popleft()
+        previous_at, previous_bytes = self._backlog[0]
+        latest_bytes = self._backlog[-2][1] if len(self._backlog) > 1 else unsent_bytes
+        self.backlog_s = unsent_bytes * 8 / bitrate if bitrate > 0 else None
+        if self.backlog_s is None or now - previous_at < TICK_S / 2:
+            return None
+        if self.backlog_s <= BACKLOG_LIMIT_S or unsent_bytes <= latest_bytes:
+            return None  # short, or draining: the bitrate now fits the link
+        sent_bps = sent.rate_bps(previous_at, now)
+        if sent_bps is None:
+            return None
+        grown_bps = (unsent_bytes - previous_bytes) * 8 / (now - previous_at)
+        return Congestion(
+            self.number, max(0.0, sent_bps - grown_bps), f"{self.backlog_s:.1f} s of video queued"
+        )
+
+    def as_fields(self) -> dict[str, object]:
+        """The link's part of the viewer's entry in the progress report."""
+        return {
+            "fraction_lost": self.fraction_lost,
+            "packets_lost": self.packets_lost,
+            "jitter_ms": None if self.jitter_ms is None else round(self.jitter_ms, 1),
+            "backlog_s": None if self.backlog_s is None else round(self.backlog_s, 2),
+        }
+
+
+@dataclass(frozen=True)
+class BitrateChange:
+    previous: int
+    bitrate: int
+    reason: str
+
+
+@dataclass
+class BitrateLaw:
+    """The stream's bitrate between ``minimum`` and ``ceiling`` (at most ``maximum``):
+    multiplicative decrease on congestion, additive increase when clean (module docstring)."""
+
+    minimum: int
+    maximum: int
+    bitrate: int
+    ceiling: int = 0  # 0: the maximum
+    adaptive: bool = True
+    _congested_at: float | None = None
+    _knee: float | None = None
+    _raised_at: float = field(default=float("-inf"))
+    _cut_at: float = field(default=float("-inf"))
+
+    def __post_init__(self) -> None:
+        if not self.ceiling:
+            self.ceiling = self.maximum
+
+    def set_ceiling(self, bitrate: int) -> BitrateChange | None:
+        """The operator's bitrate (fixed mode) or ceiling (adaptive), already within the limits."""
+        self.ceiling = bitrate
+        if not self.adaptive or self.bitrate > bitrate:
+            return self._change(bitrate, "set by the operator")
+        return None  # adaptive, below the new ceiling: it climbs there when the links allow
+
+    def congested(self, congestion: Congestion, now: float) -> BitrateChange | None:
+        if not self.adaptive:
+            return None
+        recently_cut = now - self._cut_at < CUT_HOLD_S
+        self._congested_at = now
+        delivered = max(congestion.delivered_bps, self.minimum)
+        self._knee = min(self._knee, delivered) if recently_cut and self._knee is not None else delivered
+        if recently_cut:
+            return None  # the last cut has not reached the viewer's queue yet
+        target = min(congestion.delivered_bps * HEADROOM, self.bitrate * (1 - MIN_CUT))
+        if target >= self.bitrate:
+            return None
+        self._cut_at = now
+        return self._change(
+            round(target),
+            f"viewer {congestion.viewer} {congestion.why} (delivering about "
+            f"{congestion.delivered_bps / 1000:.0f} kbit/s)",
+        )
+
+    def tick(self, now: float) -> BitrateChange | None:
+        """Once a second: climb if every link has been clean long enough."""
+        if not self.adaptive or self.bitrate >= self.ceiling:
+            return None
+        clean_s = float("inf") if self._congested_at is None else now - self._congested_at
+        if clean_s < CLEAN_S or now - self._raised_at < TICK_S * 0.9:
+            return None
+        knee = self._knee
+        careful = knee is not None and self.bitrate < knee * KNEE_MARGIN
+        if knee is None or not careful:
+            step = CLIMB_STEP * self.maximum
+        else:
+            step = (PROBE_STEP if self.bitrate < knee * KNEE_NEAR else PAST_KNEE_STEP) * knee
+        self._raised_at = now
+        return self._change(
+            round(self.bitrate + step),
+            CLIMB_REASON + (", probing the last congested level" if careful else ""),
+        )
+
+    def _change(self, bitrate: int, reason: str) -> BitrateChange | None:
+        bitrate = max(self.minimum, min(self.ceiling, bitrate))
+        if bitrate == self.bitrate:
+            return None
+        previous, self.bitrate = self.bitrate, bitrate
+        return BitrateChange(previous, bitrate, reason)
