@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from streamer.rtsp import links
-from streamer.rtsp.links import BitrateLaw, Congestion, ReceiverReport, SentBytes, ViewerLink
+from streamer.rtsp.links import BitrateLaw, CleanReport, Congestion, ReceiverReport, SentBytes, ViewerLink
 
 MAX, MIN = 2_000_000, 200_000
 
@@ -44,12 +44,24 @@ def test_a_receiver_report_is_read_in_the_units_of_rfc_3550():
 def test_a_lossy_report_gives_what_the_link_delivered_over_its_span():
     link = ViewerLink(3, "udp")
     sent = sent_at(1_000_000, until=20)
-    assert link.report(rr(0, seq=100), now=10.0, sent=sent) is None
+    assert link.report(rr(0, seq=100), now=10.0, sent=sent) == CleanReport(3, since=5.0)
     congestion = link.report(rr(64, seq=200), now=15.0, sent=sent)  # 25 % of 1 Mbit/s lost
-    assert congestion is not None and congestion.viewer == 3
+    assert isinstance(congestion, Congestion) and congestion.viewer == 3
     assert congestion.delivered_bps == pytest.approx(750_000)
     assert congestion.why == "lost 25%"
     assert link.as_fields()["fraction_lost"] == 0.25
+
+
+def test_the_links_capacity_holds_over_a_span_with_a_cut_in_its_middle():
+    # 2 s at 2 Mbit/s, then a cut to 800 kbit/s for 3 s, through a 1 Mbit/s link: only the first
+    # two seconds lost anything (2 Mbit of 6.4); the mean rate times what arrived would say 880k.
+    sent, total = SentBytes(), 0
+    sent.add(0.0, 0)
+    for second, rate in enumerate([2_000_000, 2_000_000, 800_000, 800_000, 800_000], start=1):
+        total += rate // 8
+        sent.add(float(second), total)
+    assert sent.link_bps(0.0, 5.0, fraction_lost=2 / 6.4) == pytest.approx(1_000_000, rel=1e-3)
+    assert sent.link_bps(0.0, 5.0, fraction_lost=0.0) == pytest.approx(2_000_000, rel=1e-3)
 
 
 def test_the_same_report_read_again_is_not_news_and_small_loss_is_clean():
@@ -57,7 +69,7 @@ def test_the_same_report_read_again_is_not_news_and_small_loss_is_clean():
     sent = sent_at(1_000_000, until=20)
     assert link.report(rr(64, seq=100), now=10.0, sent=sent) is not None
     assert link.report(rr(64, seq=100), now=11.0, sent=sent) is None  # the same report
-    assert link.report(rr(5, seq=150), now=15.0, sent=sent) is None  # 2 %: clean
+    assert link.report(rr(5, seq=150), now=15.0, sent=sent) == CleanReport(1, since=10.0)  # 2 %
     assert link.fraction_lost == pytest.approx(5 / 256)
 
 
@@ -100,12 +112,19 @@ def test_the_climb_waits_for_clean_seconds_then_probes_the_knee_carefully():
     assert change is not None and change.bitrate == cut + round(links.PROBE_STEP * 1_000_000)
     assert "probing" in change.reason
     assert law.tick(now=links.CLEAN_S + 0.2) is None  # once a second
-    # past the knee without loss: the link has grown, the climb is brisk
+    # past the knee, still carefully, until a clean report covers only time spent past it
     now = links.CLEAN_S
     while law.bitrate < 1_000_000 * links.KNEE_MARGIN:
         now += 1
         law.tick(now)
+    passed_at = now
     change = law.tick(now + 1)
+    assert change is not None and change.bitrate - change.previous == round(links.PAST_KNEE_STEP * 1_000_000)
+    law.clean(CleanReport(1, since=passed_at - 1))  # it began below the margin: not proof
+    change = law.tick(now + 2)
+    assert change is not None and change.bitrate - change.previous == round(links.PAST_KNEE_STEP * 1_000_000)
+    law.clean(CleanReport(1, since=passed_at))
+    change = law.tick(now + 3)
     assert change is not None and change.bitrate - change.previous == round(links.CLIMB_STEP * MAX)
 
 
@@ -141,8 +160,11 @@ def run_law_over_link(law: BitrateLaw, capacity_bps: float, seconds: int, start:
         if second % 5 == 4:
             fraction = lost / (lost + arrived_since_report)
             report = rr(round(fraction * 256), seq=second)
-            if (congestion := link.report(report, now, sent)) is not None:
-                law.congested(congestion, now)
+            outcome = link.report(report, now, sent)
+            if isinstance(outcome, Congestion):
+                law.congested(outcome, now)
+            elif isinstance(outcome, CleanReport):
+                law.clean(outcome)
             lost = arrived_since_report = 0.0
         law.tick(now)
         history.append(law.bitrate)
@@ -158,4 +180,4 @@ def test_against_a_link_of_half_the_bitrate_the_law_settles_under_it_and_climbs_
     assert min(settled) >= MAX / 2 * 0.6  # and never falls far below it
     free = run_law_over_link(law, capacity_bps=10 * MAX, seconds=60, start=60)
     assert free[-1] == MAX
-    assert free.index(MAX) < 40  # probing past the knee, then 5 % a second
+    assert free.index(MAX) < 60  # probing past the knee, a clean report there, then 5 % a second

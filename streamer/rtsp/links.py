@@ -16,20 +16,23 @@ The law (``BitrateLaw``), every ``TICK_S``:
 
 - **Cut, multiplicatively, on congestion.** A receiver report with loss above
   ``LOSS_THRESHOLD`` (2 %), or a TCP backlog above ``BACKLOG_LIMIT_S`` that is still growing,
-  gives an estimate of what the link delivers: what we sent over the report's span times the
-  fraction that arrived (TCP: what left the send queue). The bitrate drops at once to
-  ``HEADROOM`` (85 %) of that estimate, and by at least ``MIN_CUT`` (15 %): a 40 % loss at 2 Mbit/s
-  becomes 1.02 Mbit/s in one step. Never below ``VIDEO_BITRATE_MIN``; no second cut within
+  gives an estimate of the link's capacity. UDP: the capacity that, filled second by second
+  with what we sent over the report's span, would have dropped the fraction reported
+  (``SentBytes.link_bps``: a radio link or a policer carries up to its capacity and drops the
+  rest), which holds for a span with a cut in its middle. TCP: what left the send queue over
+  ``DRAIN_SPAN_S``. The bitrate drops at once to ``HEADROOM`` (85 %) of that estimate, by at
+  least ``MIN_CUT`` (15 %), never below ``VIDEO_BITRATE_MIN``; no second cut within
   ``CUT_HOLD_S`` (2 s), while what was sent before the first is still on its way.
 - **Climb, additively, while every link is clean.** After ``CLEAN_S`` (6 s: more than a
   report's interval) without congestion from any viewer it rises each second: back towards
   the last congested level (the ``knee``) by ``PROBE_STEP`` (2 %) of it, then past it,
-  carefully, by ``PAST_KNEE_STEP`` (1 %) (a report comes only every few seconds), and once
-  ``KNEE_MARGIN`` (110 %) of it is passed without loss, the link has grown: by ``CLIMB_STEP``
-  (5 %) of ``VIDEO_BITRATE``. Up to the ceiling (``VIDEO_BITRATE``, or what the API last set).
-  Modelled against a link of half the bitrate (``tests/test_bitrate_law.py``) it settles in a
-  sawtooth between 85 % and 110 % of the link, and once the link is freed it is back at the
-  maximum about 30 s later.
+  carefully, by ``PAST_KNEE_STEP`` (1 %) a second, for a report comes only every few seconds
+  and an overshoot is seen that late. Once a report without loss covers only time spent past
+  ``KNEE_MARGIN`` (110 %) of the knee, the link has grown: the knee is forgotten and the
+  bitrate climbs by ``CLIMB_STEP`` (5 %) of ``VIDEO_BITRATE`` a second, up to the ceiling
+  (``VIDEO_BITRATE``, or what the API last set). Modelled against a link of half the bitrate
+  (``tests/test_bitrate_law.py``) it settles in a sawtooth between about 85 % and 105 % of
+  the link; freed, it is back at the maximum within a minute.
 - **The worst viewer decides.** Every viewer's congestion cuts the one shared encoder: a
   shared stream cannot serve two links at two bitrates, and a viewer on a thin link would
   otherwise see smeared frames forever. (One viewer on a bad link therefore lowers everyone's
@@ -54,6 +57,7 @@ KNEE_NEAR = 0.95
 PAST_KNEE_STEP = 0.01  # of the knee, per second, from KNEE_NEAR to KNEE_MARGIN of it
 CLIMB_STEP = 0.05  # of the maximum, per second, once well past the knee
 KNEE_MARGIN = 1.1  # "well past the knee": above this multiple of it
+FIRST_REPORT_SPAN_S = 5.0  # RFC 3550's minimum interval: what a viewer's first report covers
 SENT_HISTORY_S = 30.0  # how far back the sent bytes are kept (a report spans about 5 s)
 CLIMB_REASON = "links clean"
 JITTER_CLOCK_HZ = 90_000  # RTP clock of H.264 (RFC 6184): receiver reports count jitter in it
@@ -109,6 +113,39 @@ class SentBytes:
             return None
         return (end[1] - start[1]) * 8 / (end[0] - start[0])
 
+    def link_bps(self, since: float, until: float, fraction_lost: float) -> float | None:
+        """The link's capacity, bit/s, that would have lost ``fraction_lost`` of what was sent
+        between ``since`` and ``until``: a link that carries up to C and drops the rest (a
+        radio's or a policer's), filled second by second with what we sent. Unlike the mean rate
+        times what arrived, it holds when the span saw two bitrates (a cut in its middle: the
+        loss came from the seconds above the link)."""
+        seconds = [
+            (later[0] - earlier[0], (later[1] - earlier[1]) * 8)
+            for earlier, later in zip(self._samples, list(self._samples)[1:], strict=False)
+            if earlier[0] >= since - TICK_S / 2 and later[0] <= until + TICK_S / 2
+        ]
+        sent_bits = sum(bits for _, bits in seconds)
+        if not seconds or sent_bits <= 0:
+            return None
+        lost_bits = fraction_lost * sent_bits
+
+        def lost_at(capacity: float) -> float:
+            return sum(max(0.0, bits - capacity * duration) for duration, bits in seconds)
+
+        low, high = 0.0, max(bits / duration for duration, bits in seconds if duration > 0)
+        for _ in range(40):  # bisection: lost_at falls as the capacity grows
+            middle = (low + high) / 2
+            low, high = (middle, high) if lost_at(middle) > lost_bits else (low, middle)
+        return (low + high) / 2
+
+
+@dataclass(frozen=True)
+class CleanReport:
+    """A receiver report with no loss to speak of, over the span since ``since``."""
+
+    viewer: int
+    since: float
+
 
 @dataclass(frozen=True)
 class Congestion:
@@ -135,9 +172,9 @@ class ViewerLink:
     # (a lost segment holds everything behind it), so one second says little.
     _backlog: deque[tuple[float, int]] = field(default_factory=deque)
 
-    def report(self, report: ReceiverReport, now: float, sent: SentBytes) -> Congestion | None:
-        """Take the viewer's newest receiver report (the same one again is ignored); a lossy one
-        is congestion, with what the link delivered over the report's span."""
+    def report(self, report: ReceiverReport, now: float, sent: SentBytes) -> Congestion | CleanReport | None:
+        """Take the viewer's newest receiver report (the same one again is ignored, None): a
+        lossy one is congestion, with the link's capacity estimated over the report's span."""
         if report.key == self._report_key:
             return None
         previous_at, self._report_key, self._report_at = self._report_at, report.key, now
@@ -146,15 +183,14 @@ class ViewerLink:
             report.packets_lost,
             report.jitter_ms,
         )
+        # The report covers the span since the previous one (about 5 s before the first).
+        since = previous_at if previous_at is not None else now - FIRST_REPORT_SPAN_S
         if report.fraction_lost <= LOSS_THRESHOLD:
+            return CleanReport(self.number, since)
+        link_bps = sent.link_bps(since, now, report.fraction_lost)
+        if link_bps is None:
             return None
-        # The report covers the span since the previous one (or about 5 s for the first).
-        sent_bps = sent.rate_bps(previous_at if previous_at is not None else now - 5.0, now)
-        if sent_bps is None:
-            return None
-        return Congestion(
-            self.number, sent_bps * (1 - report.fraction_lost), f"lost {report.fraction_lost:.0%}"
-        )
+        return Congestion(self.number, link_bps, f"lost {report.fraction_lost:.0%}")
 
     def queued(self, unsent_bytes: int, now: float, bitrate: int, sent: SentBytes) -> Congestion | None:
         """Take the bytes unsent in the viewer's socket now (TCP); a queue past the limit and
@@ -208,6 +244,7 @@ class BitrateLaw:
     _knee: float | None = None
     _raised_at: float = field(default=float("-inf"))
     _cut_at: float = field(default=float("-inf"))
+    _past_margin_at: float | None = None  # when the climb passed KNEE_MARGIN of the knee
 
     def __post_init__(self) -> None:
         if not self.ceiling:
@@ -225,6 +262,7 @@ class BitrateLaw:
             return None
         recently_cut = now - self._cut_at < CUT_HOLD_S
         self._congested_at = now
+        self._past_margin_at = None
         delivered = max(congestion.delivered_bps, self.minimum)
         self._knee = min(self._knee, delivered) if recently_cut and self._knee is not None else delivered
         if recently_cut:
@@ -239,6 +277,12 @@ class BitrateLaw:
             f"{congestion.delivered_bps / 1000:.0f} kbit/s)",
         )
 
+    def clean(self, report: CleanReport) -> None:
+        """A viewer's report without loss. Once one covers only time spent past KNEE_MARGIN of
+        the knee, the link has grown: the knee is forgotten and the climb is brisk."""
+        if self._past_margin_at is not None and report.since >= self._past_margin_at:
+            self._knee = self._past_margin_at = None
+
     def tick(self, now: float) -> BitrateChange | None:
         """Once a second: climb if every link has been clean long enough."""
         if not self.adaptive or self.bitrate >= self.ceiling:
@@ -247,16 +291,18 @@ class BitrateLaw:
         if clean_s < CLEAN_S or now - self._raised_at < TICK_S * 0.9:
             return None
         knee = self._knee
-        careful = knee is not None and self.bitrate < knee * KNEE_MARGIN
-        if knee is None or not careful:
+        if knee is None:
             step = CLIMB_STEP * self.maximum
         else:
             step = (PROBE_STEP if self.bitrate < knee * KNEE_NEAR else PAST_KNEE_STEP) * knee
         self._raised_at = now
-        return self._change(
+        change = self._change(
             round(self.bitrate + step),
-            CLIMB_REASON + (", probing the last congested level" if careful else ""),
+            CLIMB_REASON + (", probing the last congested level" if knee is not None else ""),
         )
+        if knee is not None and self._past_margin_at is None and self.bitrate >= knee * KNEE_MARGIN:
+            self._past_margin_at = now
+        return change
 
     def _change(self, bitrate: int, reason: str) -> BitrateChange | None:
         bitrate = max(self.minimum, min(self.ceiling, bitrate))

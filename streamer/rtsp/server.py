@@ -47,6 +47,7 @@ from streamer.rtsp.links import (
     TICK_S,
     BitrateChange,
     BitrateLaw,
+    CleanReport,
     ReceiverReport,
     SentBytes,
     ViewerLink,
@@ -346,7 +347,11 @@ class StreamServer:
             stats = reports.get(viewer.rtcp_from) if viewer.rtcp_from else None
             report = ReceiverReport.from_stats(stats) if stats else None
             if report is not None:
-                congestion = viewer.link.report(report, now, self._sent)
+                outcome = viewer.link.report(report, now, self._sent)
+                if isinstance(outcome, CleanReport):
+                    self.law.clean(outcome)
+                else:
+                    congestion = outcome
             if viewer.transport == TCP:
                 unsent = gst.unsent_bytes(client.get_connection())
                 if unsent is not None:
