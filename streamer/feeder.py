@@ -4,7 +4,9 @@ Run on its own with ``python -m streamer.feeder``. It is the first process of th
 recorder reads ``SHM_RECORDER_SOCKET``, the RTSP worker ``SHM_STREAM_SOCKET``. A slow, stopped or
 dead reader never stalls the camera: its branch drops frames instead (see pipelines.feeder).
 Its progress reports say how many, exactly (``BranchTally``), with the measured frame rate and
-the frames the camera delivered beyond the configured rate (``FeederMeter``).
+the frames the camera delivered beyond the configured rate (``FeederMeter``). The camera runs in
+a pipeline of its own (``CameraSide``): with ``RESTART_SCOPE=worker`` an unplugged camera is
+waited for and opened again while the shared-memory sockets stay up.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from tests.harness import (
     wait_until,
     watch,
 )
+from tests.http_client import http_request
 from tests.media import decodes_cleanly, jpeg_size, packet_times, video_info, wait_for_chunks
 
 DEVICE = "/dev/video42"
@@ -303,7 +304,8 @@ def test_with_restart_scope_worker_an_unplug_restarts_only_the_camera_side(env, 
     in the same session, with a gap where the camera was away, not frames squeezed together."""
     unplug_file = workdir / "fakecam-unplug"
     env = camera_env(
-        dict(env, RESTART_SCOPE="worker", CAMERA_WAIT_S="10", ENABLE_IMAGES="0"), unplug_file=unplug_file
+        dict(env, RESTART_SCOPE="worker", CAMERA_WAIT_S="10", ENABLE_IMAGES="0", ENABLE_HTTP="1"),
+        unplug_file=unplug_file,
     )
     drone = start("streamer.drone", env)
     drone.wait_up()
@@ -318,13 +320,8 @@ def test_with_restart_scope_worker_an_unplug_restarts_only_the_camera_side(env, 
         drone.wait_for(
             f"feeder: camera {DEVICE} disappeared \\(unplugged\\?\\): waiting up to 10 s", timeout=10
         )
-        wait_until(
-            lambda: (
-                (s := stack_state(env)) is not None and s.workers["feeder"].progress.get("camera") == "away"
-            ),
-            5,
-            "the feeder's report of its camera away",
-        )
+        wait_until(lambda: _feeder_status(env).get("camera") == "away", 5, "/api/v1/status: the camera away")
+        assert _feeder_status(env)["camera_problem"] == f"camera {DEVICE} disappeared (unplugged?)"
         frames_before = viewer.frames
         time.sleep(AWAY_S)  # the camera stays away: nothing may be restarted meanwhile
         unplug_file.unlink()
@@ -340,7 +337,7 @@ def test_with_restart_scope_worker_an_unplug_restarts_only_the_camera_side(env, 
     after = stack_state(env)
     assert after is not None and after.restarts == [], after.restarts
     assert {name: after.workers[name].pid for name in pids} == pids
-    assert after.workers["feeder"].progress.get("camera") == "streaming"
+    assert _feeder_status(env)["camera"] == "streaming"
     assert after.workers["rtsp"].progress.get("sessions_total") == 1  # no new session: no reconnect
     stopped_at = time.time()
     drone.signal(signal.SIGTERM)
@@ -366,6 +363,26 @@ def test_with_restart_scope_worker_an_unplug_restarts_only_the_camera_side(env, 
     assert away_s >= AWAY_S, away_s
     recorded_s = stopped_at - _log_time(first) - away_s
     assert abs(sum(durations) - recorded_s) <= 1.0, (durations, recorded_s, away_s)
+
+
+def test_with_restart_scope_worker_a_camera_away_longer_than_camera_wait_s_ends_the_feeder(
+    env, start, workdir: Path
+):
+    """The feeder waits for its unplugged camera only CAMERA_WAIT_S, then fails as with
+    RESTART_SCOPE=stack (the controller restarts the stack)."""
+    unplug_file = workdir / "fakecam-unplug"
+    env = camera_env(dict(env, RESTART_SCOPE="worker", CAMERA_WAIT_S="1"), unplug_file=unplug_file)
+    feeder = start("streamer.feeder", env)
+    feeder.wait_for("camera is delivering frames")
+    unplug_file.touch()
+    assert feeder.wait(timeout=20) == 1, feeder.output
+    assert f"camera {DEVICE} disappeared (unplugged?): waiting up to 1 s for it" in feeder.output
+    assert f"camera {DEVICE} did not come back within 1 s (CAMERA_WAIT_S)" in feeder.output
+
+
+def _feeder_status(env: dict[str, str]) -> dict:
+    """The feeder's latest progress as the web worker serves it (``/api/v1/status``)."""
+    return http_request(env, "/api/v1/status").json()["workers"]["feeder"]["progress"]
 
 
 def _log_time(stamp: str) -> float:

@@ -16,7 +16,9 @@ period, then SIGKILL), clears what killed workers leave behind, and starts it ag
 pause: the shortest after a lone failure of a settled run, growing while a crash loop goes on.
 With ``RESTART_SCOPE=worker`` a failed recorder or RTSP worker is restarted alone, with its own
 pauses, while the camera and the other path run on; the feeder's failure always restarts the
-stack. SIGTERM or SIGINT stop everything and exit 0. The controller publishes its view of the
+stack. (With ``RESTART_SCOPE=worker`` an unplugged V4L2 camera is not a feeder failure: the feeder
+waits for it with its shared memory up and reports it away; meanwhile the readers' silence is
+excused.) SIGTERM or SIGINT stop everything and exit 0. The controller publishes its view of the
 stack as a JSON file (``streamer.runtime.state``).
 
 The controller never imports GStreamer: nothing it supervises can wedge it.
