@@ -296,7 +296,11 @@ def test_a_replugged_camera_is_streamed_again(env, start, workdir: Path):
 AWAY_S = 7  # longer than STALL_RTSP_S (5 s): a viewer's RTSP worker sends nothing meanwhile
 
 
-def test_with_restart_scope_worker_an_unplug_restarts_only_the_camera_side(env, start, workdir: Path):
+# UDP: rtspsrc's UDP timeout (5 s) passes while the camera is away, with nothing to fall back to.
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+def test_with_restart_scope_worker_an_unplug_restarts_only_the_camera_side(
+    env, start, workdir: Path, transport
+):
     """RESTART_SCOPE=worker: the camera unplugged for AWAY_S and plugged back in. The feeder stays
     up with its shared memory, says the camera is away (idle, in its progress), and opens it
     again when it is back; the recorder and the RTSP worker are neither restarted nor called
@@ -313,7 +317,7 @@ def test_with_restart_scope_worker_an_unplug_restarts_only_the_camera_side(env, 
     before = stack_state(env)
     assert before is not None
     pids = {name: before.workers[name].pid for name in ("feeder", "recorder", "rtsp")}
-    viewer = RtspClient(url(env), "tcp").start()
+    viewer = RtspClient(url(env), transport).start()
     try:
         assert viewer.wait_frames(30, 20), viewer.report()
         unplug_file.touch()
