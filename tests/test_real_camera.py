@@ -6,6 +6,7 @@ stall), unplug and replug (the feeder waits for the node and the stack resumes).
 
 from __future__ import annotations
 
+import itertools
 import re
 import signal
 import time
@@ -367,6 +368,35 @@ def test_with_restart_scope_worker_an_unplug_restarts_only_the_camera_side(
     assert away_s >= AWAY_S, away_s
     recorded_s = stopped_at - _log_time(first) - away_s
     assert abs(sum(durations) - recorded_s) <= 1.0, (durations, recorded_s, away_s)
+
+
+def test_with_restart_scope_worker_the_feeder_follows_a_camera_replugged_at_another_node(env, start, workdir):
+    """Unplugged after frame 45 and back 2 s later at another node, found by its by-id name: the
+    same feeder opens it again and a reader connected throughout gets frames again, on the same
+    socket connection, with a gap in their capture times as long as the camera was away."""
+    link = "/dev/v4l/by-id/usb-Fakecam_Fakecam_Webcam_0001-video-index0"
+    env = camera_env(
+        dict(env, RESTART_SCOPE="worker", CAMERA_WAIT_S="10"),
+        Faults(unplug_after=45, replug_after_s=2, replug_node="/dev/video43"),
+        camera=link,
+        links=[link],
+        unplug_file=workdir / "fakecam-unplug",
+    )
+    feeder = start("streamer.feeder", env)
+    feeder.wait_for("camera is delivering frames")
+    reader = ShmReader(settings_for(env), settings_for(env).shm_stream_socket).start()
+    try:
+        feeder.wait_for(f"camera {link} disappeared \\(unplugged\\?\\): waiting up to 10 s", timeout=20)
+        before = len(reader.times)
+        feeder.wait_for(f"camera {link} is delivering frames again", timeout=FRAMES_AGAIN_TIMEOUT_S)
+        wait_until(lambda: len(reader.times) >= before + 30, 10, "frames again at the reader")
+    finally:
+        reader.stop()
+    assert reader.errors == [], reader.errors
+    gaps_s = [(b - a) / 1e9 for a, b in itertools.pairwise(reader.times)]
+    assert max(gaps_s) >= 2.0, max(gaps_s)  # the camera's absence, not frames squeezed together
+    assert sorted(gaps_s)[-2] < 0.5, gaps_s  # one gap only: frames at the camera's rate around it
+    stop(feeder)
 
 
 def test_with_restart_scope_worker_a_camera_away_longer_than_camera_wait_s_ends_the_feeder(
