@@ -2,7 +2,8 @@
 the real feeder, or the whole stack where the controller's reaction is the point. A mode the camera
 lacks (exit status 2, the modes it offers listed closest first, no retry), broken JPEG frames
 (dropped and counted, never decoded half grey), a camera delivering fewer frames than its mode (no
-stall), unplug and replug (the feeder waits for the node and the stack resumes)."""
+stall), unplug and replug (the feeder waits for the node and the stack resumes; with
+RESTART_SCOPE=worker only the feeder's camera side restarts)."""
 
 from __future__ import annotations
 

@@ -280,7 +280,6 @@ class CorruptFrameGuard:
     @classmethod
     def attach(cls, element: Gst.Element, log: logging.Logger) -> CorruptFrameGuard:
         """Guard the frames leaving ``element`` (the camera's CAMERA_ELEMENT)."""
-
         guard = cls(log)
         guard.watch(element)
         return guard
