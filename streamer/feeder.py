@@ -4,7 +4,9 @@ Run on its own with ``python -m streamer.feeder``. It is the first process of th
 recorder reads ``SHM_RECORDER_SOCKET``, the RTSP worker ``SHM_STREAM_SOCKET``. A slow, stopped or
 dead reader never stalls the camera: its branch drops frames instead (see pipelines.feeder).
 Its progress reports say how many, exactly (``BranchTally``), with the measured frame rate and
-the frames the camera delivered beyond the configured rate (``FeederMeter``).
+the frames the camera delivered beyond the configured rate (``FeederMeter``). The camera runs in
+a pipeline of its own (``CameraSide``): with ``RESTART_SCOPE=worker`` an unplugged camera is
+waited for and opened again while the shared-memory sockets stay up.
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ from streamer.config import Settings
 from streamer.media import gst, pipelines, shm, stamp
 from streamer.media.camera import (
     CAMERA_ELEMENT,
+    CAMERA_POLL_S,
+    CAMERA_SETTLE_S,
     STAMP_ELEMENT,
+    Camera,
     CaptureStamper,
     CorruptFrameGuard,
     SettingsProblem,
@@ -39,6 +44,9 @@ CAMERA_CHECK_INTERVAL_MS = 500
 FRAME_WATCHDOG_MARGIN_S = 0.5
 FIRST_FRAME_LIMIT_S = 10.0
 FPS_WINDOW_S = 5.0
+# A camera error with the node still there this long after it is not an unplug (with
+# RESTART_SCOPE=worker the feeder waits only for a camera whose node has gone).
+UNPLUG_CONFIRM_S = 1.0
 # The leaky queue in front of each shm socket, as pipelines.feeder names them, by branch.
 # Sequence numbers kept for frames still on their way through a branch queue (a few at most).
 SEQUENCES_KEPT = 64
@@ -107,14 +115,14 @@ class FeederMeter:
         self,
         status: StatusWriter,
         log: logging.Logger,
-        rate: gst.Gst.Element,
         queues: dict[str, gst.Gst.Element],
     ) -> None:
         self.frames = 0
         self.camera_dropped = 0
         self._status = status
         self._log = log
-        self._rate = rate
+        self._rate: gst.Gst.Element | None = None  # the camera pipeline's videorate (use_rate)
+        self._dropped_before = 0  # by the videorates of camera pipelines closed before it
         self._queues = queues
         self.branches = {name: BranchTally() for name in queues}
         self._lock = threading.Lock()
@@ -125,6 +133,15 @@ class FeederMeter:
         self._last_log = (now, 0)
         self.guard: CorruptFrameGuard | None = None  # the V4L2 camera's: frames_corrupt
         self.last_frame_at = now  # monotonic: the start, until the first frame
+        # Why the camera is away while the feeder waits for it (RESTART_SCOPE=worker), or None:
+        # reported as idle (no frames are expected), with the reason.
+        self.camera_away: str | None = None
+
+    def use_rate(self, rate: gst.Gst.Element) -> None:
+        """Count the drops of a new camera pipeline's videorate (from zero) after the old one's."""
+        with self._lock:
+            self._dropped_before = self.camera_dropped
+            self._rate = rate
 
     def attach(self, tee: gst.Gst.Element) -> None:
         gst.add_buffer_probe(tee, "sink", self.on_frame)
@@ -134,7 +151,9 @@ class FeederMeter:
     def on_frame(self, buffer: gst.Gst.Buffer) -> None:  # the camera's streaming thread
         # Here the tee's previous frame has gone all the way into every branch's queue.
         with self._lock:
-            self.camera_dropped = self._rate.get_property("in") - self._rate.get_property("out")
+            if self._rate is not None:
+                drops = self._rate.get_property("in") - self._rate.get_property("out")
+                self.camera_dropped = self._dropped_before + drops
             for name, queue in self._queues.items():
                 self.branches[name].settle(self.frames, queue.get_property("current-level-buffers"))
             if buffer.pts != gst.Gst.CLOCK_TIME_NONE:
@@ -168,6 +187,9 @@ class FeederMeter:
         now = time.monotonic()
         self._status.progress(
             frames=frames,
+            idle=self.camera_away is not None,
+            camera="away" if self.camera_away is not None else "streaming",
+            camera_problem=self.camera_away,
             fps=self.fps(now, frames),
             camera_dropped=camera_dropped,
             frames_corrupt=self.guard.corrupt if self.guard is not None else 0,
@@ -180,6 +202,205 @@ class FeederMeter:
             )
             self._last_log = (now, frames)
         return True
+
+
+class CameraSide:
+    """The camera's pipeline (``pipelines.feeder_camera``: camera, decoder, raw frames), handing
+    its frames to the output pipeline's appsrc (``gst.hand_over_with_capture_time``), and what
+    the feeder does when the camera fails.
+
+    A failing camera ends the feeder (``fail``), as the controller then restarts the stack;
+    except, with ``RESTART_SCOPE=worker``, a camera that can come back by itself (a V4L2 node)
+    and has gone: then only this pipeline is closed, the output pipeline and its shared-memory
+    sockets stay up (the recorder and the RTSP worker with their viewers keep running, on no
+    frames), the progress reports say the camera is away (idle: the controller's watchdog
+    expects no frames of the feeder, nor of its readers), and the camera is opened again as
+    soon as its node is back, within CAMERA_WAIT_S of its going, or the feeder fails as before.
+    Frames keep their capture times: readers see a gap, not frames squeezed together.
+    Everything here runs in the main loop.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        camera: Camera,
+        runner: gst.PipelineRunner,
+        meter: FeederMeter,
+        status: StatusWriter,
+        log: logging.Logger,
+    ) -> None:
+        self.settings = settings
+        self.camera = camera
+        self.runner = runner
+        self.meter = meter
+        self.status = status
+        self.log = log
+        self.waits = settings.restart_scope == "worker" and camera.can_come_back
+        self._appsrc = runner.element(pipelines.STAMPED_FRAMES_ELEMENT)
+        self._pipeline: gst.SidePipeline | None = None
+        self._opened_with = 0  # meter.frames when the camera was last opened
+        self._announced = True  # the frames of a camera opened again have been logged
+        self._away_since: float | None = None  # monotonic, while the camera is away
+        self._gone = False  # its node has disappeared (an unplug, not some other error)
+        self._back_at: float | None = None  # monotonic: its node came back
+        self._error: str | None = None  # the error that took the camera away, if any
+
+    @property
+    def away(self) -> bool:
+        return self._away_since is not None
+
+    @property
+    def frames_since_open(self) -> int:
+        return self.meter.frames - self._opened_with
+
+    def open(self) -> bool:
+        """Build and start the camera's pipeline (also as a GLib idle callback: runs once)."""
+        side = gst.SidePipeline(
+            pipelines.feeder_camera(self.settings, self.camera.format), self.log, self._on_error, self._on_eos
+        )
+        gst.hand_over_with_capture_time(side.element(pipelines.CAMERA_OUT_ELEMENT), self._appsrc)
+        self.meter.use_rate(gst.element_by_factory(side.pipeline, "videorate"))
+        if self.camera.stamped:
+            CaptureStamper.attach(side.element(STAMP_ELEMENT), self.log)
+        if self.camera.guarded:
+            if self.meter.guard is None:
+                self.meter.guard = CorruptFrameGuard.attach(side.element(CAMERA_ELEMENT), self.log)
+            else:
+                self.meter.guard.watch(side.element(CAMERA_ELEMENT))
+        self._pipeline = side
+        self._opened_with = self.meter.frames
+        self.meter.last_frame_at = time.monotonic()
+        if not side.start():
+            self.failed(f"camera {self.camera.name} cannot be started")
+        return gst.GLib.SOURCE_REMOVE
+
+    def close(self) -> None:
+        if self._pipeline is not None:
+            self._pipeline.close()
+            self._pipeline = None
+
+    def watch(self) -> bool:
+        """Every CAMERA_CHECK_INTERVAL_MS: a camera that has gone, or stopped delivering."""
+        if self.away or self.runner.finishing:
+            return gst.GLib.SOURCE_CONTINUE
+        if not self._announced and self.frames_since_open:
+            self._announced = True
+            self.log.info("camera %s is delivering frames again", self.camera.name)
+        problem = self.camera.lost()
+        if problem is not None:
+            self.failed(problem)
+            return gst.GLib.SOURCE_CONTINUE
+        # A camera that stops delivering (frozen) or never starts (a mode it lists but does
+        # not deliver) posts nothing: v4l2src waits forever. The feeder says so itself, before
+        # the controller's stall limit would take it for a frozen feeder.
+        s = self.settings
+        quiet_s = time.monotonic() - self.meter.last_frame_at
+        limit_s = FIRST_FRAME_LIMIT_S
+        if self.frames_since_open:
+            limit_s = s.stall_feeder_s - FRAME_WATCHDOG_MARGIN_S
+        if quiet_s > limit_s:
+            mode = f"{s.video_width}x{s.video_height}@{s.video_fps}"
+            self.fail(
+                f"camera {self.camera.name} delivered no frame for {quiet_s:.1f} s (frozen, or it does "
+                f"not deliver the {mode} mode it lists)"
+                if self.frames_since_open == 0
+                else f"camera {self.camera.name} stopped delivering frames ({quiet_s:.1f} s without one)"
+            )
+        return gst.GLib.SOURCE_CONTINUE
+
+    def failed(self, problem: str | None) -> None:
+        """The camera failed: ``problem`` says how when known (its node is gone, say), None for
+        an error of its pipeline. Wait for it (see the class), or end the feeder."""
+        if self.away or self.runner.finishing:
+            return
+        if not self.waits:
+            self.fail(problem or self.camera.lost() or f"camera {self.camera.name} stopped delivering frames")
+            return
+        self.close()
+        self._away_since, self._gone, self._back_at, self._error = time.monotonic(), False, None, problem
+        self.meter.camera_away = problem or f"camera {self.camera.name} failed"
+        self._look()  # its node may be gone already: say so at once
+        if self.away:
+            gst.GLib.timeout_add(round(CAMERA_POLL_S * 1000), self._look)
+
+    def _look(self) -> bool:
+        """While the camera is away, every CAMERA_POLL_S: is its node gone, is it back?"""
+        if not self.away or self.runner.finishing:
+            return gst.GLib.SOURCE_REMOVE
+        assert self._away_since is not None
+        now = time.monotonic()
+        away_s = now - self._away_since
+        present = self.camera.present()
+        if not self._gone:
+            if present:
+                if away_s < UNPLUG_CONFIRM_S:
+                    return gst.GLib.SOURCE_CONTINUE
+                # An error with the camera still there: not an unplug, nothing to wait for.
+                self.fail(self._error or f"camera {self.camera.name} stopped delivering frames")
+                return gst.GLib.SOURCE_REMOVE
+            self._gone = True
+            problem = self.camera.lost() or f"camera {self.camera.name} disappeared (unplugged?)"
+            self.meter.camera_away = problem
+            self.log.warning(
+                "%s: waiting up to %.0f s for it, the shared memory and its readers stay up "
+                "(RESTART_SCOPE=worker)",
+                problem,
+                self.settings.camera_wait_s,
+            )
+            self.meter.report()  # at once: the controller excuses the readers' silence
+        if present:
+            if self._back_at is None:
+                self._back_at = now
+                self.log.info("camera %s is back", self.camera.name)
+            if now - self._back_at >= CAMERA_SETTLE_S and self._reopen(away_s):
+                return gst.GLib.SOURCE_REMOVE
+        else:
+            self._back_at = None
+        if away_s > self.settings.camera_wait_s:
+            self.fail(
+                f"camera {self.camera.name} did not come back within {self.settings.camera_wait_s:g} s "
+                "(CAMERA_WAIT_S)"
+            )
+            return gst.GLib.SOURCE_REMOVE
+        return gst.GLib.SOURCE_CONTINUE
+
+    def _reopen(self, away_s: float) -> bool:
+        """Open the camera that is back; False to look again (it cannot be opened yet)."""
+        problem = self.camera.check()
+        if isinstance(problem, SettingsProblem):  # another camera, lacking the mode
+            self.fail(problem, EXIT_CONFIG)
+            return True
+        if problem:
+            self.log.debug("camera back but not usable yet: %s", problem)
+            return False
+        self._away_since = None
+        self.meter.camera_away = None
+        self._announced = False
+        self.log.info("opening camera %s again after %.1f s away", self.camera.name, away_s)
+        self.open()
+        self.meter.report()
+        return True
+
+    def fail(self, problem: str, exit_code: int = EXIT_FAILURE) -> None:
+        """End the feeder, saying why (the controller restarts the stack)."""
+        if self.runner.finishing:
+            return
+        self.log.error("%s", problem)
+        self.status.problem(problem)
+        self.runner.exit_code = exit_code
+        self.runner.stop()
+
+    def _on_error(self, message: gst.Gst.Message) -> None:
+        if message.src.get_name() != CAMERA_ELEMENT and not self.waits:
+            # Not the camera's own error (logged with its element): no camera problem to name.
+            self.runner.exit_code = EXIT_FAILURE
+            self.runner.stop()
+            return
+        self.failed(self.camera.lost())
+
+    def _on_eos(self) -> None:
+        self.log.warning("camera %s ended its stream", self.camera.name)
+        self.failed(self.camera.lost())
 
 
 def run(settings: Settings, status: StatusWriter, log: logging.Logger) -> int:
@@ -209,58 +430,24 @@ def run(settings: Settings, status: StatusWriter, log: logging.Logger) -> int:
         settings.video_fps,
         *settings.shm_sockets,
     )
-    runner = gst.PipelineRunner(pipelines.feeder(settings, camera.format), log)
-    gst.hand_over_with_capture_time(
-        runner.element(pipelines.CAMERA_OUT_ELEMENT), runner.element(pipelines.STAMPED_FRAMES_ELEMENT)
-    )
+    # Two pipelines: the output side (appsrc → tee → shared memory) runs for the feeder's whole
+    # life; the camera side is started once the output side plays, and may be opened again.
+    runner = gst.PipelineRunner(pipelines.feeder_output(settings), log)
     meter = FeederMeter(
         status,
         log,
-        gst.element_by_factory(runner.pipeline, "videorate"),
         {branch: runner.element(pipelines.branch_queue(branch)) for branch in pipelines.FEEDER_BRANCHES},
     )
+    meter.attach(runner.element(pipelines.TEE_ELEMENT))
     if camera.stamped:
-        CaptureStamper.attach(runner.element(STAMP_ELEMENT), log)
         log.info(
             "stamping each frame with its capture time (%d rows at the top)",
             stamp.band_height(settings.video_width, settings.video_height),
         )
-    if camera.guarded:
-        meter.guard = CorruptFrameGuard.attach(runner.element(CAMERA_ELEMENT), log)
-    meter.attach(runner.element(pipelines.TEE_ELEMENT))
+    side = CameraSide(settings, camera, runner, meter, status, log)
+    gst.GLib.idle_add(side.open)
     gst.GLib.timeout_add(int(PROGRESS_INTERVAL_S * 1000), meter.report)
-
-    # A camera that stops delivering (frozen) or never starts (a mode it lists but does not
-    # deliver) posts nothing: v4l2src waits forever. The feeder says so itself, before the
-    # controller's stall limit would take it for a frozen feeder.
-    def watch_camera() -> bool:
-        problem = camera.lost()
-        quiet_s = time.monotonic() - meter.last_frame_at
-        limit_s = settings.stall_feeder_s - FRAME_WATCHDOG_MARGIN_S if meter.frames else FIRST_FRAME_LIMIT_S
-        if problem is None and quiet_s > limit_s:
-            mode = f"{settings.video_width}x{settings.video_height}@{settings.video_fps}"
-            problem = (
-                f"camera {camera.name} delivered no frame for {quiet_s:.1f} s (frozen, or it does "
-                f"not deliver the {mode} mode it lists)"
-                if meter.frames == 0
-                else f"camera {camera.name} stopped delivering frames ({quiet_s:.1f} s without one)"
-            )
-        if problem:
-            log.error("%s", problem)
-            status.problem(problem)
-            runner.exit_code = EXIT_FAILURE
-            runner.stop()
-        return not problem
-
-    def on_error(message: gst.Gst.Message) -> bool:
-        if message.src.get_name() == CAMERA_ELEMENT:
-            problem = camera.lost() or f"camera {camera.name} stopped delivering frames"
-            log.error("%s", problem)
-            status.problem(problem)
-        return False  # the runner stops with a failure
-
-    runner.on_error = on_error
-    gst.GLib.timeout_add(CAMERA_CHECK_INTERVAL_MS, watch_camera)
+    gst.GLib.timeout_add(CAMERA_CHECK_INTERVAL_MS, side.watch)
     if settings.shm_group is not None:
 
         def share() -> bool:  # runs once the pipeline is up: the sockets and segments exist
@@ -269,7 +456,10 @@ def run(settings: Settings, status: StatusWriter, log: logging.Logger) -> int:
             return gst.GLib.SOURCE_REMOVE
 
         gst.GLib.idle_add(share)
-    exit_code = runner.run()
+    try:
+        exit_code = runner.run()
+    finally:
+        side.close()
     # shmsink keeps an area whose frames a frozen reader never released: unlink ours on exit
     # (readers keep their mappings; only the names go).
     for segment in shm.remove_segments_of([os.getpid()]):

@@ -2,10 +2,12 @@
 the real feeder, or the whole stack where the controller's reaction is the point. A mode the camera
 lacks (exit status 2, the modes it offers listed closest first, no retry), broken JPEG frames
 (dropped and counted, never decoded half grey), a camera delivering fewer frames than its mode (no
-stall), unplug and replug (the feeder waits for the node and the stack resumes)."""
+stall), unplug and replug (the feeder waits for the node and the stack resumes; with
+RESTART_SCOPE=worker only the feeder's camera side restarts)."""
 
 from __future__ import annotations
 
+import itertools
 import re
 import signal
 import time
@@ -16,6 +18,7 @@ import pytest
 
 from streamer.media import camera
 from streamer.media.rtsp_client import RtspClient
+from streamer.storage import layout
 from streamer.testing import stack_state
 from tests import fakecam
 from tests.fakecam import Faults
@@ -30,7 +33,8 @@ from tests.harness import (
     wait_until,
     watch,
 )
-from tests.media import decodes_cleanly, jpeg_size, video_info, wait_for_chunks
+from tests.http_client import http_request
+from tests.media import decodes_cleanly, jpeg_size, packet_times, video_info, wait_for_chunks
 
 DEVICE = "/dev/video42"
 MODES = ("mjpeg:640x480@30/15", "mjpeg:1280x720@30/15", "mjpeg:320x240@30")
@@ -289,6 +293,135 @@ def test_a_replugged_camera_is_streamed_again(env, start, workdir: Path):
     assert "restarting the stack in 0.2 s" in drone.output  # a lone failure: no growing pause
     drone.signal(signal.SIGTERM)
     assert drone.wait() == 0
+
+
+AWAY_S = 7  # longer than STALL_RTSP_S (5 s): a viewer's RTSP worker sends nothing meanwhile
+
+
+# UDP: rtspsrc's UDP timeout (5 s) passes while the camera is away, with nothing to fall back to.
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+def test_with_restart_scope_worker_an_unplug_restarts_only_the_camera_side(
+    env, start, workdir: Path, transport
+):
+    """RESTART_SCOPE=worker: the camera unplugged for AWAY_S and plugged back in. The feeder stays
+    up with its shared memory, says the camera is away (idle, in its progress), and opens it
+    again when it is back; the recorder and the RTSP worker are neither restarted nor called
+    stalled meanwhile. A viewer keeps its session and gets frames again; the recording goes on
+    in the same session, with a gap where the camera was away, not frames squeezed together."""
+    unplug_file = workdir / "fakecam-unplug"
+    env = camera_env(
+        dict(env, RESTART_SCOPE="worker", CAMERA_WAIT_S="10", ENABLE_IMAGES="0", ENABLE_HTTP="1"),
+        unplug_file=unplug_file,
+    )
+    drone = start("streamer.drone", env)
+    drone.wait_up()
+    session = wait_for_chunks(workdir / "ssd", 1, timeout=30)
+    before = stack_state(env)
+    assert before is not None
+    pids = {name: before.workers[name].pid for name in ("feeder", "recorder", "rtsp")}
+    viewer = RtspClient(url(env), transport).start()
+    try:
+        assert viewer.wait_frames(30, 20), viewer.report()
+        unplug_file.touch()
+        drone.wait_for(
+            f"feeder: camera {DEVICE} disappeared \\(unplugged\\?\\): waiting up to 10 s", timeout=10
+        )
+        wait_until(lambda: _feeder_status(env).get("camera") == "away", 5, "/api/v1/status: the camera away")
+        assert _feeder_status(env)["camera_problem"] == f"camera {DEVICE} disappeared (unplugged?)"
+        frames_before = viewer.frames
+        time.sleep(AWAY_S)  # the camera stays away: nothing may be restarted meanwhile
+        unplug_file.unlink()
+        chunks_at_return = len(list(session.glob("video_*.mp4")))  # finished or open
+        drone.wait_for(f"feeder: camera {DEVICE} is delivering frames again", timeout=FRAMES_AGAIN_TIMEOUT_S)
+        assert viewer.wait_frames(frames_before + 30, FRAMES_AGAIN_TIMEOUT_S), viewer.report()
+        assert viewer.errors == [], viewer.errors
+    finally:
+        viewer.stop()
+    # Two chunks finished after the camera's return, in the same session (a new one would count
+    # its chunks from 0 again): the one open at the unplug, and one made of frames from after.
+    assert wait_for_chunks(workdir / "ssd", chunks_at_return + 2, timeout=30) == session
+    after = stack_state(env)
+    assert after is not None and after.restarts == [], after.restarts
+    assert {name: after.workers[name].pid for name in pids} == pids
+    assert _feeder_status(env)["camera"] == "streaming"
+    assert after.workers["rtsp"].progress.get("sessions_total") == 1  # no new session: no reconnect
+    stopped_at = time.time()
+    drone.signal(signal.SIGTERM)
+    assert drone.wait() == 0
+    assert "stalled" not in drone.output
+    assert "restarting" not in drone.output
+    assert layout.sessions(workdir / "ssd") == [session]
+    chunks = sorted(session.glob("video_*.mp4"))
+    assert len(chunks) > chunks_at_return + 1, chunks
+    durations = [video_info(chunk)[3] for chunk in chunks]
+    for chunk, duration in zip(chunks, durations, strict=True):
+        assert decodes_cleanly(chunk) == "", chunk
+        # Frames keep their capture times: none squeezed together after the camera's return.
+        assert len(packet_times(chunk)) <= duration * TEST_FPS + 2, (chunk, duration)
+    # A whole chunk of frames from after the return (where the split at the gap falls depends
+    # on splitmuxsink: the frames of the GOP cut short by the unplug may make a chunk of their own).
+    assert any(abs(duration - 5.5) <= 0.6 for duration in durations[chunks_at_return:-1]), durations
+    # The chunks hold the wall-clock time the camera was there: a gap where it was away.
+    logged = drone.wait_for(rf"(\S+ \S+) \S+ +feeder: camera {DEVICE} disappeared")[0].group(1)
+    back = drone.wait_for(rf"(\S+ \S+) \S+ +feeder: camera {DEVICE} is delivering frames again")[0].group(1)
+    first = drone.wait_for(r"(\S+ \S+) INFO +recorder: receiving frames")[0].group(1)
+    away_s = _log_time(back) - _log_time(logged)
+    assert away_s >= AWAY_S, away_s
+    recorded_s = stopped_at - _log_time(first) - away_s
+    assert abs(sum(durations) - recorded_s) <= 1.0, (durations, recorded_s, away_s)
+
+
+def test_with_restart_scope_worker_the_feeder_follows_a_camera_replugged_at_another_node(env, start, workdir):
+    """Unplugged after frame 45 and back 2 s later at another node, found by its by-id name: the
+    same feeder opens it again and a reader connected throughout gets frames again, on the same
+    socket connection, with a gap in their capture times as long as the camera was away."""
+    link = "/dev/v4l/by-id/usb-Fakecam_Fakecam_Webcam_0001-video-index0"
+    env = camera_env(
+        dict(env, RESTART_SCOPE="worker", CAMERA_WAIT_S="10"),
+        Faults(unplug_after=45, replug_after_s=2, replug_node="/dev/video43"),
+        camera=link,
+        links=[link],
+        unplug_file=workdir / "fakecam-unplug",
+    )
+    feeder = start("streamer.feeder", env)
+    feeder.wait_for("camera is delivering frames")
+    reader = ShmReader(settings_for(env), settings_for(env).shm_stream_socket).start()
+    try:
+        feeder.wait_for(f"camera {link} disappeared \\(unplugged\\?\\): waiting up to 10 s", timeout=20)
+        before = len(reader.times)
+        feeder.wait_for(f"camera {link} is delivering frames again", timeout=FRAMES_AGAIN_TIMEOUT_S)
+        wait_until(lambda: len(reader.times) >= before + 30, 10, "frames again at the reader")
+    finally:
+        reader.stop()
+    assert reader.errors == [], reader.errors
+    gaps_s = [(b - a) / 1e9 for a, b in itertools.pairwise(reader.times)]
+    assert max(gaps_s) >= 2.0, max(gaps_s)  # the camera's absence, not frames squeezed together
+    assert sorted(gaps_s)[-2] < 0.5, gaps_s  # one gap only: frames at the camera's rate around it
+    stop(feeder)
+
+
+def test_with_restart_scope_worker_a_camera_away_longer_than_camera_wait_s_ends_the_feeder(
+    env, start, workdir: Path
+):
+    """The feeder waits for its unplugged camera only CAMERA_WAIT_S, then fails as with
+    RESTART_SCOPE=stack (the controller restarts the stack)."""
+    unplug_file = workdir / "fakecam-unplug"
+    env = camera_env(dict(env, RESTART_SCOPE="worker", CAMERA_WAIT_S="1"), unplug_file=unplug_file)
+    feeder = start("streamer.feeder", env)
+    feeder.wait_for("camera is delivering frames")
+    unplug_file.touch()
+    assert feeder.wait(timeout=20) == 1, feeder.output
+    assert f"camera {DEVICE} disappeared (unplugged?): waiting up to 1 s for it" in feeder.output
+    assert f"camera {DEVICE} did not come back within 1 s (CAMERA_WAIT_S)" in feeder.output
+
+
+def _feeder_status(env: dict[str, str]) -> dict:
+    """The feeder's latest progress as the web worker serves it (``/api/v1/status``)."""
+    return http_request(env, "/api/v1/status").json()["workers"]["feeder"]["progress"]
+
+
+def _log_time(stamp: str) -> float:
+    return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
 def test_a_missing_camera_is_waited_for_only_as_long_as_camera_wait_s(tmp_path: Path) -> None:

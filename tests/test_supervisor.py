@@ -107,6 +107,27 @@ def test_progress_watch_tells_frozen_from_stuck_from_idle():
     assert watch.quiet_s() == 2.5  # not progressing, beyond the usual second between reports
 
 
+def test_an_excused_worker_is_not_stalled_for_want_of_frames_but_still_for_want_of_reports():
+    """A reader of the feeder while the feeder waits for its unplugged camera (the controller
+    excuses it on every turn): no frames expected, but its reports must still come."""
+    clock = FakeClock()
+    watch = ProgressWatch(3.0, clock=clock)
+    watch.observe({"event": "progress", "frames": 70})
+    for _ in range(10):  # reporting, no new frames, excused on each turn
+        clock.now += 1.0
+        watch.observe({"event": "progress", "frames": 70})
+        watch.excuse()
+        assert watch.stalled() is None
+    for step in (1.0, 1.0, 1.0, 0.5):  # no longer excused (the camera is back), no frames
+        clock.now += step
+        watch.observe({"event": "progress", "frames": 70})
+    assert watch.stalled() == "no frames for 3.5 s"
+    for _ in range(4):  # excused, but frozen: no report
+        clock.now += 1.0
+        watch.excuse()
+    assert watch.stalled() == "no report for 4.0 s"
+
+
 def test_stop_reaches_the_whole_group_and_kills_what_ignores_sigterm(tmp_path, caplog, monkeypatch):
     """A worker that ignores SIGTERM and has a child of its own: both are gone after stop."""
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -16,7 +16,9 @@ period, then SIGKILL), clears what killed workers leave behind, and starts it ag
 pause: the shortest after a lone failure of a settled run, growing while a crash loop goes on.
 With ``RESTART_SCOPE=worker`` a failed recorder or RTSP worker is restarted alone, with its own
 pauses, while the camera and the other path run on; the feeder's failure always restarts the
-stack. SIGTERM or SIGINT stop everything and exit 0. The controller publishes its view of the
+stack. (With ``RESTART_SCOPE=worker`` an unplugged V4L2 camera is not a feeder failure: the feeder
+waits for it with its shared memory up and reports it away; meanwhile the readers' silence is
+excused.) SIGTERM or SIGINT stop everything and exit 0. The controller publishes its view of the
 stack as a JSON file (``streamer.runtime.state``).
 
 The controller never imports GStreamer: nothing it supervises can wedge it.
@@ -289,6 +291,8 @@ class Controller:
         for worker in list(self.workers.values()):
             if self._restart_due(worker):
                 continue
+            if worker.spec != FEEDER:
+                self._excuse_while_camera_away(worker)
             problem = self._problem(worker)
             if problem is None:
                 continue
@@ -297,6 +301,18 @@ class Controller:
             if worker.spec == FEEDER or self.settings.restart_scope == "stack":
                 raise self._failed(worker, problem)
             self._restart_alone(worker, problem)
+
+    def _excuse_while_camera_away(self, consumer: Worker) -> None:
+        """While the feeder says its camera is away (unplugged, RESTART_SCOPE=worker: the feeder
+        waits for it with its shared memory up), a reader of it gets no frames: not a stall,
+        nor a failure to become ready (it becomes ready with its first frame)."""
+        feeder = self.workers.get(FEEDER)
+        if feeder is None or feeder.child is None or not feeder.camera_away:
+            return
+        if consumer.ready:
+            consumer.watch.excuse()
+        else:
+            consumer.started_at = time.monotonic()
 
     def _feeder_failing_first(self, consumer: Worker) -> bool:
         """Whether ``consumer``'s failure waits for the feeder's: the feeder has said it is failing
@@ -371,6 +387,8 @@ class Controller:
                 worker.reported_problem = str(event.get("message"))
                 continue
             worker.watch.observe(event)
+            if event["event"] == "progress" and worker.spec == FEEDER:
+                worker.camera_away = event.get("camera") == "away"
             if event["event"] == "ready" and not worker.ready:
                 worker.ready = True
                 worker.policy.ready()
@@ -395,7 +413,7 @@ class Controller:
         self._owned_pids.add(child.pid)
         self.lock.record(sorted(self._owned_pids))
         worker.child, worker.ready, worker.restart_at = child, False, None
-        worker.reported_problem, worker.failed_at = None, None
+        worker.reported_problem, worker.failed_at, worker.camera_away = None, None, False
         worker.started_at = time.monotonic()
         worker.watch.restart()
         worker.policy.started()

@@ -109,6 +109,12 @@ class ProgressWatch:
             self._last_advance = now
         self.state = str(event.get("state", ""))
 
+    def excuse(self) -> None:
+        """Nothing is expected of the worker now, for a reason outside it (a reader of the
+        feeder while the feeder waits for its camera): its frames may stop growing without it
+        counting as stalled, as when it reports idle. Its reports must still come."""
+        self._last_advance = self._clock()
+
     def quiet_s(self) -> float:
         """How long the worker has not been progressing (0 while it is)."""
         return max(0.0, self._clock() - self._last_advance - REPORT_INTERVAL_S)

@@ -81,6 +81,9 @@ class Worker:
     restart_at: float | None = None
     reported_problem: str | None = None  # what its process said, before failing, was wrong
     failed_at: float | None = None  # when its failure was first seen, while the feeder's came first
+    # The feeder only: its latest report says its camera is away and it is waiting for it
+    # (RESTART_SCOPE=worker), so its readers get no frames, through no fault of theirs.
+    camera_away: bool = False
 
     @property
     def name(self) -> str:

@@ -105,6 +105,16 @@ class Camera(ABC):
         True when it is there (at once, usually). Only a device node can come back by itself."""
         return True
 
+    @property
+    def can_come_back(self) -> bool:
+        """A camera that went (unplugged) may come back by itself: the feeder may wait for it
+        (``present``) instead of exiting. Only a device node can."""
+        return False
+
+    def present(self) -> bool:
+        """Whether the camera is there now (a cheap look, every CAMERA_POLL_S while it is away)."""
+        return True
+
     def describe_format(self) -> str:
         """The format in use, for the feeder's start-up line."""
         return self.format.upper()
@@ -165,6 +175,13 @@ class V4l2Camera(Camera):
         if not os.path.exists(self.name):
             return f"camera {self.name} disappeared (unplugged?)"
         return None
+
+    @property
+    def can_come_back(self) -> bool:
+        return True
+
+    def present(self) -> bool:
+        return os.path.exists(self.name)
 
     def wait_until_present(self, timeout_s: float, log: logging.Logger) -> bool:
         """Poll for the node (or the ``/dev/v4l/by-id/...`` link CAMERA names, which follows
@@ -263,11 +280,15 @@ class CorruptFrameGuard:
     @classmethod
     def attach(cls, element: Gst.Element, log: logging.Logger) -> CorruptFrameGuard:
         """Guard the frames leaving ``element`` (the camera's CAMERA_ELEMENT)."""
+        guard = cls(log)
+        guard.watch(element)
+        return guard
+
+    def watch(self, element: Gst.Element) -> None:
+        """Guard the frames leaving ``element`` too: a camera opened again keeps the count."""
         from streamer.media.gst import Gst
 
-        guard = cls(log)
-        element.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, guard.on_frame)
-        return guard
+        element.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, self.on_frame)
 
     def broken(self, buffer: Gst.Buffer) -> str | None:
         """Why this frame is broken, or None."""

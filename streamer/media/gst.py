@@ -216,10 +216,16 @@ def add_buffer_probe(element: Gst.Element, pad_name: str, callback: Callable[[Gs
 
 
 def hand_over_with_capture_time(appsink: Gst.Element, appsrc: Gst.Element) -> None:
-    """Pass every frame from ``appsink`` to ``appsrc`` (in one pipeline) with its capture time
-    appended (``streamer.media.capture_time``): the frame's running time plus the pipeline's
-    base time, on the pipeline's clock (the monotonic system clock). The frame's pixels are not
-    copied: the trailer is a second memory of the buffer. End of stream is passed on too."""
+    """Pass every frame from ``appsink`` to ``appsrc`` with its capture time appended
+    (``streamer.media.capture_time``): the frame's running time plus its pipeline's base time,
+    on that pipeline's clock (the monotonic system clock). The frame's pixels are not copied:
+    the trailer is a second memory of the buffer.
+
+    The two may be in different pipelines (the feeder's camera side, which can be closed and
+    opened again, and its output side): the frame enters ``appsrc``'s pipeline at its capture
+    time in that pipeline's running time, so its times keep growing across a new camera
+    pipeline, whose running time starts again from zero. End of stream is not passed on: a
+    camera that ends is its own pipeline's business (its bus says so)."""
 
     def on_sample(sink: Gst.Element) -> Gst.FlowReturn:
         sample = sink.emit("pull-sample")
@@ -230,10 +236,66 @@ def hand_over_with_capture_time(appsink: Gst.Element, appsrc: Gst.Element) -> No
             return Gst.FlowReturn.OK
         captured = frame.pts + sink.get_base_time()
         stamped = Gst.Buffer.append(frame, Gst.Buffer.new_wrapped(capture_time.trailer(captured)))
+        stamped.pts = max(0, captured - appsrc.get_base_time())
+        stamped.dts = Gst.CLOCK_TIME_NONE
         return appsrc.emit("push-buffer", stamped)
 
     appsink.connect("new-sample", on_sample)
-    appsink.connect("eos", lambda _sink: appsrc.emit("end-of-stream"))
+
+
+class SidePipeline:
+    """A pipeline beside a ``PipelineRunner``'s, on the same main loop, started and thrown away on
+    its own (the feeder's camera side): its errors and its end of stream go to ``on_error`` and
+    ``on_eos`` (in the main loop) instead of ending the loop. ``close`` stops it and lets go of
+    everything that refers to it, so a camera's device is released with it."""
+
+    def __init__(
+        self,
+        description: str,
+        log: logging.Logger,
+        on_error: Callable[[Gst.Message], None],
+        on_eos: Callable[[], None],
+    ) -> None:
+        self.log = log
+        self.pipeline: Gst.Pipeline = Gst.parse_launch(description)
+        self._on_error = on_error
+        self._on_eos = on_eos
+        self._bus = self.pipeline.get_bus()
+        self._bus.add_signal_watch()
+        self._handler: int | None = self._bus.connect("message", self._on_message)
+
+    def element(self, name: str) -> Gst.Element:
+        element = self.pipeline.get_by_name(name)
+        if element is None:
+            raise LookupError(f"pipeline has no element named {name!r}")
+        return element
+
+    def start(self) -> bool:
+        """To PLAYING; False when that failed (the reason comes to ``on_error`` too)."""
+        return self.pipeline.set_state(Gst.State.PLAYING) != Gst.StateChangeReturn.FAILURE
+
+    def close(self) -> None:
+        if self._handler is None:
+            return
+        self.pipeline.set_state(Gst.State.NULL)
+        self._bus.disconnect(self._handler)  # it refers to us: a cycle through C, never collected
+        self._bus.remove_signal_watch()
+        self._handler = None
+
+    def _on_message(self, _bus: Gst.Bus, message: Gst.Message) -> None:
+        if self._handler is None:
+            return
+        if message.type == Gst.MessageType.ERROR:
+            error, debug = message.parse_error()
+            self.log.error("%s: %s", message.src.get_name(), error.message)
+            if debug:
+                self.log.debug("%s", debug)
+            self._on_error(message)
+        elif message.type == Gst.MessageType.EOS:
+            self._on_eos()
+        elif message.type == Gst.MessageType.WARNING:
+            warning, _debug = message.parse_warning()
+            self.log.warning("%s: %s", message.src.get_name(), warning.message)
 
 
 def time_by_capture(source: Gst.Element, frame_bytes: int, log: logging.Logger) -> None:

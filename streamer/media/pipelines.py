@@ -130,17 +130,32 @@ def camera_frames(s: Settings, camera_format: str | None = None) -> str:
 
 def feeder(s: Settings, camera_format: str | None = None) -> str:
     """The camera's frames, each with its capture time appended, tee'd into two shared-memory
-    sockets.
+    sockets: ``feeder_camera`` and ``feeder_output`` in one description (the feeder runs them
+    as two pipelines; the doctor and the tests read them together).
 
     The frames leave the camera's chain through an appsink and come back through an appsrc,
     where the feeder appends each frame's capture time (``streamer.media.capture_time``; the
     trailer is a second memory of the buffer, the pixels are not copied). The appsrc drops its
     oldest frame rather than grow, though the leaky branch queues after it never hold it up.
     """
-    stamped_bytes = shm_frame_bytes(s)
+    return f"{feeder_camera(s, camera_format)} {feeder_output(s)}"
+
+
+def feeder_camera(s: Settings, camera_format: str | None = None) -> str:
+    """The feeder's camera side: the camera's frames, decoded, into an appsink. A pipeline of
+    its own, so that a camera that is unplugged and comes back can be closed and opened again
+    while the output side keeps its shared-memory sockets (``RESTART_SCOPE=worker``)."""
     return (
         f"{camera_frames(s, camera_format)} ! appsink name={CAMERA_OUT_ELEMENT} emit-signals=true sync=false "
-        "max-buffers=2 drop=false wait-on-eos=false enable-last-sample=false "
+        "max-buffers=2 drop=false wait-on-eos=false enable-last-sample=false"
+    )
+
+
+def feeder_output(s: Settings) -> str:
+    """The feeder's output side: the frames with their capture times (an appsrc) tee'd into
+    the two shared-memory sockets, each behind a leaky queue."""
+    stamped_bytes = shm_frame_bytes(s)
+    return (
         f'appsrc name={STAMPED_FRAMES_ELEMENT} caps="{raw_caps(s)}" is-live=true format=time '
         f"leaky-type=downstream max-buffers=2 max-bytes={2 * stamped_bytes} max-time=0 "
         f"! tee name={TEE_ELEMENT} "

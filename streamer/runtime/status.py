@@ -17,7 +17,9 @@ worker serves as status and metrics. Counters count from the worker's start:
 - feeder: ``fps`` (measured over the last seconds), ``camera_dropped`` (frames beyond the
   configured rate, dropped), ``frames_corrupt`` (broken JPEG frames from a V4L2 camera,
   dropped), ``branches``: ``{"recorder"|"stream": {"frames": N, "dropped": N}}`` (frames handed
-  to that socket, and dropped in front of a slow reader).
+  to that socket, and dropped in front of a slow reader), ``camera`` (``streaming``, or ``away``
+  while it waits for an unplugged camera with ``RESTART_SCOPE=worker``: then ``idle`` too) and
+  ``camera_problem`` (why it is away, or null).
 - recorder: ``state`` (``recording``, ``off``, ``disk-full``, ``no-disk``), ``video`` and
   ``images`` (what it is set to record; ``state`` says whether it is), ``session`` (its folder
   name, or null), ``recording_since`` (when the video being recorded began, as wall-clock
