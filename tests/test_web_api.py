@@ -368,6 +368,7 @@ def test_basic_credentials_are_checked_against_every_user():
 # --- health's verdicts (pure)
 
 NOW = 1_000_000.0
+UNPLUGGED = "camera /dev/video0 disappeared (unplugged?)"
 
 
 def worker(name: str, **fields: Any) -> WorkerState:
@@ -453,6 +454,17 @@ def stack(stack_state: str = state.UP, *workers: WorkerState, restarts=()) -> St
         ),
         (stack(state.UP, worker("feeder"), worker("recorder", progress={"state": "off"})), {}, None),
         (stack(state.STOPPING), {}, "stack stopping"),
+        # RESTART_SCOPE=worker: the feeder stays ready while it waits for an unplugged camera.
+        (
+            stack(
+                state.UP,
+                worker("feeder", progress={"camera": "away", "camera_problem": UNPLUGGED}),
+                worker("recorder"),
+            ),
+            {},
+            f"camera missing: {UNPLUGGED}",
+        ),
+        (stack(state.UP, worker("feeder", progress={"camera": "streaming"})), {}, None),
         # The web worker answers the request: its own state never counts.
         (
             stack(state.UP, worker("feeder"), worker("web", state=state.STARTING, last_report_at=None)),

@@ -342,7 +342,8 @@ class Settings:
         parsers.choice(RESTART_SCOPES),
         "`stack`: any failed worker restarts the whole stack. `worker`: a failed recorder or RTSP worker is"
         " restarted alone while the camera and the other path run on (the feeder's failure always restarts "
-        "the stack).",
+        "the stack), and an unplugged V4L2 camera restarts only the feeder's camera side, viewers and "
+        "recording kept, while it comes back within `CAMERA_WAIT_S` ([Cameras](docs/cameras.md)).",
     )
     stop_grace_s: float = setting(
         "STOP_GRACE_S",

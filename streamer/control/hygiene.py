@@ -82,15 +82,18 @@ def forget_recording_wish(settings: Settings) -> None:
 def clear_leftovers(
     settings: Settings, lock: InstanceLock, owned_pids: set[int], log: logging.Logger, refuse_if_served: bool
 ) -> None:
-    """Remove socket files and shm segments that killed workers of ours left behind."""
-    try:
-        shm.remove_stale_sockets(settings.shm_sockets, log)
-    except shm.UntrustedPath as err:
-        if refuse_if_served:
-            raise AlreadyRunning(str(err)) from None
-    except shm.SocketInUse as err:
-        if refuse_if_served:
-            raise AlreadyRunning(f"{err}; is another stack running?") from None
+    """Remove socket files (shared memory's, and the workers' command sockets) and shm segments
+    that killed workers of ours left behind."""
+    for path in (*settings.shm_sockets, *commands.socket_paths(settings)):
+        try:
+            if shm.remove_stale_socket(path):
+                log.info("removed stale socket %s", path)
+        except shm.UntrustedPath as err:
+            if refuse_if_served:
+                raise AlreadyRunning(str(err)) from None
+        except shm.SocketInUse as err:  # a service's (the live worker's) while the stack restarts
+            if refuse_if_served:
+                raise AlreadyRunning(f"{err}; is another stack running?") from None
     dead = {pid for pid in owned_pids if not pid_alive(pid)}
     for segment in shm.remove_segments_of(dead):
         log.info("removed leaked shared memory %s", segment)

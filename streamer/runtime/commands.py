@@ -87,6 +87,11 @@ def rtsp_socket_path(settings: Settings) -> str:
     return settings.shm_stream_socket + ".rtsp"
 
 
+def socket_paths(settings: Settings) -> tuple[str, ...]:
+    """Every worker's command socket (a killed worker leaves its file behind)."""
+    return (socket_path(settings), live_socket_path(settings), rtsp_socket_path(settings))
+
+
 def wish_path(settings: Settings) -> str:
     """Where the recorder keeps the operator's choice of what to record, for its next start
     under the same controller (the controller removes it when it starts and when it leaves)."""

@@ -25,6 +25,7 @@ RECORDER_PAUSES = {
     "no-disk": "recording paused: SSD_PATH not mounted",
 }
 NOT_RUNNING = "stack not running"
+CAMERA_AWAY = "away"  # the feeder's progress ``camera`` while it waits for an unplugged camera
 STOPPED = "stopped"  # the ``state`` reported when no stack is running
 
 
@@ -62,6 +63,9 @@ def assess(
     feeder = workers.get("feeder")
     if camera_problem and (stack.state != state.UP or feeder is None or feeder.state != state.READY):
         return unhealthy(f"camera missing: {camera_problem}")
+    if feeder is not None and feeder.progress.get("camera") == CAMERA_AWAY:
+        # RESTART_SCOPE=worker: the feeder stays up, waiting for its unplugged camera.
+        return unhealthy(f"camera missing: {feeder.progress.get('camera_problem') or 'away'}")
     failed = _failed_worker(workers)
     if failed is not None:
         return unhealthy(f"restarting after {failed.name} {failed.last_problem}")
