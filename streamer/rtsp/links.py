@@ -23,15 +23,16 @@ The law (``BitrateLaw``), every ``TICK_S``:
   ``DRAIN_SPAN_S``. The bitrate drops at once to ``HEADROOM`` (85 %) of that estimate, by at
   least ``MIN_CUT`` (15 %), never below ``VIDEO_BITRATE_MIN``; no second cut within
   ``CUT_HOLD_S`` (2 s), while what was sent before the first is still on its way.
-- **Climb, additively, while every link is clean.** After ``CLEAN_S`` (6 s: more than a
+- **Climb slowly while every link is clean.** After ``CLEAN_S`` (6 s: more than a
   report's interval) without congestion from any viewer it rises each second: back towards
   the last congested level (the ``knee``) by ``PROBE_STEP`` (2 %) of it, then past it,
   carefully, by ``PAST_KNEE_STEP`` (1 %) a second, for a report comes only every few seconds
   and an overshoot is seen that late. Once a report without loss covers only time spent past
   ``KNEE_MARGIN`` (110 %) of the knee, the link has grown: the knee is forgotten and the
-  bitrate climbs by ``CLIMB_STEP`` (5 %) of ``VIDEO_BITRATE`` a second, up to the ceiling
+  bitrate climbs by ``CLIMB_STEP`` (4 %) of itself a second, until a report shows any loss
+  (then its estimate is the knee again, probed carefully) or up to the ceiling
   (``VIDEO_BITRATE``, or what the API last set). Modelled against a link of half the bitrate
-  (``tests/test_bitrate_law.py``) it settles in a sawtooth between about 85 % and 105 % of
+  (``tests/test_bitrate_law.py``) it settles in a sawtooth between about 85 % and 110 % of
   the link; freed, it is back at the maximum within a minute.
 - **The worst viewer decides.** Every viewer's congestion cuts the one shared encoder: a
   shared stream cannot serve two links at two bitrates, and a viewer on a thin link would
@@ -55,7 +56,9 @@ CLEAN_S = 6.0  # without congestion before climbing: longer than a viewer's repo
 PROBE_STEP = 0.02  # of the knee, per second, up to KNEE_NEAR of it
 KNEE_NEAR = 0.95
 PAST_KNEE_STEP = 0.01  # of the knee, per second, from KNEE_NEAR to KNEE_MARGIN of it
-CLIMB_STEP = 0.05  # of the maximum, per second, once well past the knee
+# Of the bitrate, per second, once well past the knee: multiplicative, so that what it climbs
+# between two reports (about 5 s) stays about a fifth of where it is, whatever the rate.
+CLIMB_STEP = 0.04
 KNEE_MARGIN = 1.1  # "well past the knee": above this multiple of it
 FIRST_REPORT_SPAN_S = 5.0  # RFC 3550's minimum interval: what a viewer's first report covers
 SENT_HISTORY_S = 30.0  # how far back the sent bytes are kept (a report spans about 5 s)
@@ -141,10 +144,12 @@ class SentBytes:
 
 @dataclass(frozen=True)
 class CleanReport:
-    """A receiver report with no loss to speak of, over the span since ``since``."""
+    """A receiver report with no loss to speak of, over the span since ``since``; a little
+    loss all the same (``link_bps``, the link's capacity as the loss says) is a warning."""
 
     viewer: int
     since: float
+    link_bps: float | None = None
 
 
 @dataclass(frozen=True)
@@ -186,7 +191,8 @@ class ViewerLink:
         # The report covers the span since the previous one (about 5 s before the first).
         since = previous_at if previous_at is not None else now - FIRST_REPORT_SPAN_S
         if report.fraction_lost <= LOSS_THRESHOLD:
-            return CleanReport(self.number, since)
+            warning = sent.link_bps(since, now, report.fraction_lost) if report.fraction_lost > 0 else None
+            return CleanReport(self.number, since, warning)
         link_bps = sent.link_bps(since, now, report.fraction_lost)
         if link_bps is None:
             return None
@@ -232,8 +238,8 @@ class BitrateChange:
 
 @dataclass
 class BitrateLaw:
-    """The stream's bitrate between ``minimum`` and ``ceiling`` (at most ``maximum``):
-    multiplicative decrease on congestion, additive increase when clean (module docstring)."""
+    """The stream's bitrate between ``minimum`` and ``ceiling`` (at most ``maximum``): a deep
+    cut on congestion, a slow climb when clean (the module's docstring)."""
 
     minimum: int
     maximum: int
@@ -278,9 +284,13 @@ class BitrateLaw:
         )
 
     def clean(self, report: CleanReport) -> None:
-        """A viewer's report without loss. Once one covers only time spent past KNEE_MARGIN of
-        the knee, the link has grown: the knee is forgotten and the climb is brisk."""
-        if self._past_margin_at is not None and report.since >= self._past_margin_at:
+        """A viewer's report without loss to speak of. Once one covers only time spent past
+        KNEE_MARGIN of the knee, the link has grown: the knee is forgotten and the climb is
+        brisk. A little loss (up to LOSS_THRESHOLD) is no cut, but the link is near: what it
+        says becomes the knee, probed carefully again."""
+        if report.link_bps is not None and (self._knee is None or report.link_bps < self._knee):
+            self._knee, self._past_margin_at = max(report.link_bps, self.minimum), None
+        elif self._past_margin_at is not None and report.since >= self._past_margin_at:
             self._knee = self._past_margin_at = None
 
     def tick(self, now: float) -> BitrateChange | None:
@@ -292,7 +302,7 @@ class BitrateLaw:
             return None
         knee = self._knee
         if knee is None:
-            step = CLIMB_STEP * self.maximum
+            step = CLIMB_STEP * self.bitrate
         else:
             step = (PROBE_STEP if self.bitrate < knee * KNEE_NEAR else PAST_KNEE_STEP) * knee
         self._raised_at = now
