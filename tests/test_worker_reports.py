@@ -157,9 +157,9 @@ def test_branch_counts_add_up_exactly_in_a_real_pipeline_under_contention():
     meter = feeder.FeederMeter(
         StatusWriter(None),
         logging.getLogger("test"),
-        gst.element_by_factory(pipeline, "videorate"),
         {name: pipeline.get_by_name(pipelines.branch_queue(name)) for name in pipelines.FEEDER_BRANCHES},
     )
+    meter.use_rate(gst.element_by_factory(pipeline, "videorate"))
     meter.attach(pipeline.get_by_name("split"))
     pipeline.set_state(gst.Gst.State.PLAYING)
     try:
