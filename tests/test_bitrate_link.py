@@ -37,6 +37,17 @@ needs_nftables = pytest.mark.skipif(
 )
 
 
+def start_adaptive_stack(start, env: dict[str, str]):
+    return start_stack(
+        start,
+        env,
+        VIDEO_BITRATE=str(MAXIMUM),
+        VIDEO_BITRATE_MIN=str(MINIMUM),
+        VIDEO_BITRATE_MODE="adaptive",
+        LOG_LEVEL="INFO",  # the climb's steps are DEBUG lines: a quieter log to search
+    )
+
+
 def stream_bitrate(env: dict[str, str]) -> int | None:
     return rtsp_progress(env).get("bitrate")
 
@@ -98,14 +109,7 @@ def test_a_posted_bitrate_reaches_the_viewer_within_2_s_on_the_same_session(env,
 def test_the_bitrate_falls_under_a_thin_udp_link_frames_recover_and_it_climbs_back_once_the_link_is_freed(
     env, start
 ):
-    drone = start_stack(
-        start,
-        env,
-        VIDEO_BITRATE=str(MAXIMUM),
-        VIDEO_BITRATE_MIN=str(MINIMUM),
-        VIDEO_BITRATE_MODE="adaptive",
-        LOG_LEVEL="INFO",
-    )
+    drone = start_adaptive_stack(start, env)
     rtp_port, rtcp_port = udp_port_pair()
     viewer = RtspClient(url(env), "udp", udp_ports=(rtp_port, rtcp_port)).start()
     try:
@@ -156,14 +160,7 @@ def test_the_bitrate_falls_under_a_thin_udp_link_frames_recover_and_it_climbs_ba
 
 @needs_nftables
 def test_a_tcp_viewer_on_a_thin_link_queues_video_and_the_bitrate_falls_until_the_queue_drains(env, start):
-    drone = start_stack(
-        start,
-        env,
-        VIDEO_BITRATE=str(MAXIMUM),
-        VIDEO_BITRATE_MIN=str(MINIMUM),
-        VIDEO_BITRATE_MODE="adaptive",
-        LOG_LEVEL="INFO",
-    )
+    drone = start_adaptive_stack(start, env)
     viewer = RtspClient(url(env), "tcp").start()
     try:
         assert viewer.wait_frames(30, 20), viewer.report()
