@@ -1,14 +1,28 @@
 """The tests' HTTP client for the web worker: one request on its own connection, the request
-target sent exactly as given (no normalisation, no encoding: traversal tests depend on it)."""
+target sent exactly as given (no normalisation, no encoding: traversal tests depend on it).
+And ``serve_in_process``: the web worker's application in the test's process, behind aiohttp's
+own test client, for tests of the server itself (no stack)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import http.client
 import json
+import logging
 import ssl
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from streamer.config import Settings
+from streamer.web import server
+from streamer.web.snapshot import Observer
+
+Check = Callable[[TestClient], Awaitable[None]]
 
 
 @dataclass
@@ -54,3 +68,22 @@ def http_request(
         return Answer(response.status, response.headers, response.read())
     finally:
         connection.close()
+
+
+def serve_in_process(settings: Settings, check: Check, extra_routes: Iterable[web.RouteDef] = ()) -> None:
+    """Run ``check(client)`` against the web worker's application (with ``extra_routes``)."""
+
+    async def main() -> None:
+        log = logging.getLogger("test")
+        observer = Observer(settings, log)
+        app = server.make_app(settings, observer, log)
+        app.add_routes(extra_routes)
+        client = TestClient(TestServer(app))
+        await client.start_server()
+        try:
+            await check(client)
+        finally:
+            await client.close()
+            observer.close()
+
+    asyncio.run(main())

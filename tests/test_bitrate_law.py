@@ -42,7 +42,7 @@ def test_a_receiver_report_is_read_in_the_units_of_rfc_3550():
 
 
 def test_a_lossy_report_gives_what_the_link_delivered_over_its_span():
-    link = ViewerLink(3, "udp")
+    link = ViewerLink(3)
     sent = sent_at(1_000_000, until=20)
     assert link.report(rr(0, seq=100), now=10.0, sent=sent) == CleanReport(3, since=5.0)
     congestion = link.report(rr(64, seq=200), now=15.0, sent=sent)  # 25 % of 1 Mbit/s lost
@@ -65,7 +65,7 @@ def test_the_links_capacity_holds_over_a_span_with_a_cut_in_its_middle():
 
 
 def test_the_same_report_read_again_is_not_news_and_small_loss_is_clean():
-    link = ViewerLink(1, "udp")
+    link = ViewerLink(1)
     sent = sent_at(1_000_000, until=20)
     assert link.report(rr(64, seq=100), now=10.0, sent=sent) is not None
     assert link.report(rr(64, seq=100), now=11.0, sent=sent) is None  # the same report
@@ -77,7 +77,7 @@ def test_the_same_report_read_again_is_not_news_and_small_loss_is_clean():
 
 
 def test_a_tcp_queue_that_grows_past_the_limit_is_congestion_one_that_drains_is_not():
-    link = ViewerLink(2, "tcp")
+    link = ViewerLink(2)
     sent = sent_at(1_000_000, until=20)
     assert link.queued(10_000, now=10.0, bitrate=1_000_000, sent=sent) is None  # first look
     assert link.backlog_s == pytest.approx(0.08)
@@ -160,7 +160,7 @@ def run_law_over_link(law: BitrateLaw, capacity_bps: float, seconds: int, start:
     """The law against a modelled link: the viewer loses what the stream sends above the
     link's capacity and reports every 5 s, as RTP stacks do."""
     sent = SentBytes()
-    link = ViewerLink(1, "udp")
+    link = ViewerLink(1)
     total, lost, arrived_since_report, history = 0.0, 0.0, 0.0, []
     for second in range(start, start + seconds):
         now = float(second)

@@ -17,47 +17,28 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamer.config import Settings
 from streamer.runtime import commands, state
 from streamer.runtime.state import StackState, WorkerState
-from streamer.web import server, stream
-from streamer.web.snapshot import Observer
+from streamer.web import stream
 from tests.harness import settings_for
+from tests.http_client import serve_in_process
 
 MIN, MAX = 300_000, 2_500_000
 LIMITS = f"an integer from {MIN} to {MAX} bit/s (VIDEO_BITRATE_MIN..VIDEO_BITRATE)"
-
-Check = Callable[[TestClient], Awaitable[None]]
 
 
 @pytest.fixture
 def bitrate_env(env: dict[str, str]) -> dict[str, str]:
     env.update(ENABLE_HTTP="1", VIDEO_BITRATE=str(MAX), VIDEO_BITRATE_MIN=str(MIN))
     return env
-
-
-def serve(settings: Settings, check: Check) -> None:
-    """Run ``check(client)`` against the web worker's application."""
-
-    async def main() -> None:
-        log = logging.getLogger("test")
-        observer = Observer(settings, log)
-        client = TestClient(TestServer(server.make_app(settings, observer, log)))
-        await client.start_server()
-        try:
-            await check(client)
-        finally:
-            await client.close()
-            observer.close()
-
-    asyncio.run(main())
 
 
 async def post(client: TestClient, body: Any, *, raw: bytes | None = None) -> tuple[int, dict[str, Any]]:
@@ -161,7 +142,7 @@ def test_a_bad_bitrate_is_400_naming_the_limits_and_the_worker_is_not_asked(
         status, answer = await post(client, None, raw=b"bitrate=1000000")
         assert status == 400 and answer["error"].startswith("the body is not JSON"), answer
 
-    serve(settings_for(bitrate_env), check)
+    serve_in_process(settings_for(bitrate_env), check)
     assert rtsp_worker.received == []
 
 
@@ -182,7 +163,7 @@ def test_a_bitrate_within_the_limits_is_passed_on_and_the_workers_answer_returne
                 },
             )
 
-    serve(settings_for(bitrate_env), check)
+    serve_in_process(settings_for(bitrate_env), check)
     assert rtsp_worker.received == [
         {"command": "bitrate", "bitrate": bitrate} for bitrate in (MIN, 1_000_000, MAX)
     ]
@@ -201,7 +182,7 @@ def test_a_refusal_by_the_rtsp_worker_is_passed_on_with_its_status(
     async def check(client: TestClient) -> None:
         assert await post(client, {"bitrate": 1_000_000}) == (status, {"error": error})
 
-    serve(settings_for(bitrate_env), check)
+    serve_in_process(settings_for(bitrate_env), check)
 
 
 def test_503_when_no_rtsp_worker_listens(bitrate_env: dict[str, str]):
@@ -214,7 +195,7 @@ def test_503_when_no_rtsp_worker_listens(bitrate_env: dict[str, str]):
             {"error": "the RTSP worker is not running"},
         )
 
-    serve(settings, check)
+    serve_in_process(settings, check)
 
 
 def test_a_wedged_rtsp_worker_costs_seconds_not_a_hang(
@@ -234,7 +215,7 @@ def test_a_wedged_rtsp_worker_costs_seconds_not_a_hang(
             {"error": "the RTSP worker is busy with other commands (waited 0.5 s): try again"},
         )
 
-    serve(settings_for(bitrate_env), check)
+    serve_in_process(settings_for(bitrate_env), check)
     assert rtsp_worker.received == [{"command": "bitrate", "bitrate": 1_000_000}]
 
 
@@ -247,7 +228,7 @@ def test_409_when_the_rtsp_stream_is_disabled(rtsp_worker: FakeRtspWorker, bitra
         answer = await client.get(stream.PATH)
         assert answer.status == 200 and (await answer.json())["enabled"] is False
 
-    serve(settings_for(bitrate_env), check)
+    serve_in_process(settings_for(bitrate_env), check)
     assert rtsp_worker.received == []
 
 
@@ -389,7 +370,7 @@ def test_status_stream_and_metrics_show_the_bitrate_and_each_viewers_link(
         assert found[("streamer_rtsp_bitrate_changes_total", ())] == 7
         assert found[("streamer_rtsp_viewers", ())] == 3
 
-    serve(settings_for(bitrate_env), check)
+    serve_in_process(settings_for(bitrate_env), check)
 
 
 def test_before_the_rtsp_workers_report_the_settings_and_nulls(
@@ -423,4 +404,4 @@ def test_before_the_rtsp_workers_report_the_settings_and_nulls(
         text = await (await client.get("/metrics")).text()
         assert "streamer_rtsp_bitrate" not in text and "streamer_rtsp_viewer_" not in text, text
 
-    serve(settings_for(bitrate_env), check)
+    serve_in_process(settings_for(bitrate_env), check)

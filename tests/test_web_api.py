@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import http.client
-import logging
 import os
 import secrets
 import signal
@@ -23,7 +22,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -31,9 +30,9 @@ from streamer.media.rtsp_client import RtspClient
 from streamer.runtime import state
 from streamer.runtime.state import Restart, StackState, WorkerState
 from streamer.web import health, server
-from streamer.web.snapshot import Observer, RateMeter
+from streamer.web.snapshot import RateMeter
 from tests.harness import USER, openssl_pair, settings_for, url, wait_until
-from tests.http_client import Answer, http_request
+from tests.http_client import Answer, http_request, serve_in_process
 
 # --- a client of the API
 
@@ -303,27 +302,13 @@ def test_the_web_worker_alone_exits_0_when_http_is_off(env, start):
 # --- the server's own limits, in process (a real aiohttp server, no stack)
 
 
-def serve_in_process(env: dict[str, str], check) -> None:
+def serve_with_echo(env: dict[str, str], check) -> None:
     """Run ``check(client)`` against the web worker's application, with an extra POST route."""
 
     async def echo(request: web.Request) -> web.Response:
         return web.json_response({"size": len(await request.read())})
 
-    async def main() -> None:
-        settings = settings_for(env)
-        log = logging.getLogger("test")
-        observer = Observer(settings, log)
-        app = server.make_app(settings, observer, log)
-        app.router.add_post("/echo", echo)
-        client = TestClient(TestServer(app))
-        await client.start_server()
-        try:
-            await check(client)
-        finally:
-            await client.close()
-            observer.close()
-
-    asyncio.run(main())
+    serve_in_process(settings_for(env), check, [web.post("/echo", echo)])
 
 
 def test_request_bodies_are_small_and_must_arrive_in_time(env, monkeypatch):
@@ -347,7 +332,7 @@ def test_request_bodies_are_small_and_must_arrive_in_time(env, monkeypatch):
         down = await client.get("/health")
         assert down.status == 503 and (await down.json())["reason"] == health.NOT_RUNNING
 
-    serve_in_process(env, check)
+    serve_with_echo(env, check)
 
 
 def test_basic_credentials_are_checked_against_every_user():

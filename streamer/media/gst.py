@@ -163,18 +163,12 @@ class PipelineRunner:
 
     def _drain_errors(self, bus: Gst.Bus) -> None:
         while (message := bus.pop_filtered(Gst.MessageType.ERROR)) is not None:
-            self._log_error(message)
-
-    def _log_error(self, message: Gst.Message) -> None:
-        error, debug = message.parse_error()
-        self.log.error("%s: %s", message.src.get_name(), error.message)
-        if debug:
-            self.log.debug("%s", debug)
+            log_error(self.log, message)
 
     def _on_message(self, _bus: Gst.Bus, message: Gst.Message) -> None:
         kind = message.type
         if kind == Gst.MessageType.ERROR:
-            self._log_error(message)
+            log_error(self.log, message)
             self.exit_code = EXIT_FAILURE
             if self.on_error is None or not self.on_error(message):
                 self.loop.quit()
@@ -182,10 +176,22 @@ class PipelineRunner:
             self.log.info("end of stream")
             self.loop.quit()
         elif kind == Gst.MessageType.WARNING:
-            warning, _debug = message.parse_warning()
-            self.log.warning("%s: %s", message.src.get_name(), warning.message)
+            log_warning(self.log, message)
         elif kind == Gst.MessageType.ELEMENT and self.on_element_message is not None:
             self.on_element_message(message)
+
+
+def log_error(log: logging.Logger, message: Gst.Message) -> None:
+    """An ERROR message from a pipeline's bus, as its element said it (the details at DEBUG)."""
+    error, debug = message.parse_error()
+    log.error("%s: %s", message.src.get_name(), error.message)
+    if debug:
+        log.debug("%s", debug)
+
+
+def log_warning(log: logging.Logger, message: Gst.Message) -> None:
+    warning, _debug = message.parse_warning()
+    log.warning("%s: %s", message.src.get_name(), warning.message)
 
 
 def on_stop_signals(callback: Callable[[], None], log: logging.Logger) -> list[int]:
@@ -286,16 +292,12 @@ class SidePipeline:
         if self._handler is None:
             return
         if message.type == Gst.MessageType.ERROR:
-            error, debug = message.parse_error()
-            self.log.error("%s: %s", message.src.get_name(), error.message)
-            if debug:
-                self.log.debug("%s", debug)
+            log_error(self.log, message)
             self._on_error(message)
         elif message.type == Gst.MessageType.EOS:
             self._on_eos()
         elif message.type == Gst.MessageType.WARNING:
-            warning, _debug = message.parse_warning()
-            self.log.warning("%s: %s", message.src.get_name(), warning.message)
+            log_warning(self.log, message)
 
 
 def time_by_capture(source: Gst.Element, frame_bytes: int, log: logging.Logger) -> None:
@@ -398,7 +400,7 @@ RECEIVER_REPORT_FIELDS = (
 )
 
 
-def receiver_reports(media: GstRtspServer.RTSPMedia) -> dict[str, dict[str, object]]:
+def receiver_reports(media: GstRtspServer.RTSPMedia) -> dict[str, dict[str, int]]:
     """The newest RTCP receiver report about ``media``'s first stream from each viewer, by the
     address it sends its RTCP from (``"ip:port"``): rtpsession keeps one source per receiver,
     whose ``rb-*`` stats are the report block it last sent about our stream."""
@@ -406,7 +408,7 @@ def receiver_reports(media: GstRtspServer.RTSPMedia) -> dict[str, dict[str, obje
     session = stream.get_rtpsession() if stream is not None else None
     if session is None:
         return {}
-    reports: dict[str, dict[str, object]] = {}
+    reports: dict[str, dict[str, int]] = {}
     for source in session.get_property("sources"):
         stats = source.get_property("stats")
         if stats is None or stats.get_value("internal") or not stats.has_field("rtcp-from"):

@@ -43,6 +43,7 @@ The law (``BitrateLaw``), every ``TICK_S``:
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 TICK_S = 1.0
@@ -78,20 +79,16 @@ class ReceiverReport:
     key: tuple[int, int, int]
 
     @classmethod
-    def from_stats(cls, stats: dict[str, object]) -> ReceiverReport | None:
+    def from_stats(cls, stats: Mapping[str, int]) -> ReceiverReport | None:
         """From rtpsession's per-source stats (``rb-*`` fields); None before the first report."""
         if not stats.get("have-rb"):
             return None
-        fraction = int(stats.get("rb-fractionlost", 0))  # type: ignore[call-overload]
         return cls(
-            fraction_lost=fraction / 256,  # RFC 3550 6.4.1: a fixed-point fraction, 8 bits
-            packets_lost=max(0, int(stats.get("rb-packetslost", 0))),  # type: ignore[call-overload]
-            jitter_ms=int(stats.get("rb-jitter", 0)) * 1000 / JITTER_CLOCK_HZ,  # type: ignore[call-overload]
-            key=(
-                int(stats.get("rb-exthighestseq", 0)),  # type: ignore[call-overload]
-                int(stats.get("rb-lsr", 0)),  # type: ignore[call-overload]
-                int(stats.get("rb-dlsr", 0)),  # type: ignore[call-overload]
-            ),
+            # RFC 3550 6.4.1: a fixed-point fraction, 8 bits
+            fraction_lost=stats.get("rb-fractionlost", 0) / 256,
+            packets_lost=max(0, stats.get("rb-packetslost", 0)),
+            jitter_ms=stats.get("rb-jitter", 0) * 1000 / JITTER_CLOCK_HZ,
+            key=(stats.get("rb-exthighestseq", 0), stats.get("rb-lsr", 0), stats.get("rb-dlsr", 0)),
         )
 
 
@@ -166,7 +163,6 @@ class ViewerLink:
     """One viewer's link, as its reports (UDP) or its send queue (TCP) show it."""
 
     number: int
-    transport: str  # "udp" or "tcp" (streamer.rtsp.server's names)
     fraction_lost: float | None = None
     packets_lost: int | None = None
     jitter_ms: float | None = None
@@ -255,6 +251,11 @@ class BitrateLaw:
     def __post_init__(self) -> None:
         if not self.ceiling:
             self.ceiling = self.maximum
+
+    @property
+    def mode(self) -> str:
+        """``VIDEO_BITRATE_MODE`` as it applies: ``adaptive`` or ``fixed``."""
+        return "adaptive" if self.adaptive else "fixed"
 
     def set_ceiling(self, bitrate: int) -> BitrateChange | None:
         """The operator's bitrate (fixed mode) or ceiling (adaptive), already within the limits."""

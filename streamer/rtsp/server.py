@@ -86,7 +86,7 @@ class Viewer:
     link: ViewerLink = field(init=False)
 
     def __post_init__(self) -> None:
-        self.link = ViewerLink(self.number, self.transport)
+        self.link = ViewerLink(self.number)
 
     def __str__(self) -> str:
         return f"viewer {self.number} ({self.address})"
@@ -284,7 +284,6 @@ class StreamServer:
         viewer.playing = True
         viewer.since = time.time()
         viewer.transport, rtcp_port = _lower_transport(ctx)
-        viewer.link.transport = viewer.transport
         viewer.rtcp_from = f"{viewer.address}:{rtcp_port}" if rtcp_port else None
         self.sessions_total += 1
         self.log.info(
@@ -429,7 +428,7 @@ class StreamServer:
         return {
             "bitrate": self.law.bitrate,
             "ceiling": self.law.ceiling,
-            "mode": "adaptive" if self.law.adaptive else "fixed",
+            "mode": self.law.mode,
             "minimum": self.law.minimum,
             "maximum": self.law.maximum,
         }
@@ -446,7 +445,7 @@ class StreamServer:
             sessions_total=self.sessions_total,
             medias=self.medias_created,
             bitrate=self.law.bitrate,
-            bitrate_mode="adaptive" if self.law.adaptive else "fixed",
+            bitrate_mode=self.law.mode,
             bitrate_minimum=self.law.minimum,
             bitrate_maximum=self.law.maximum,
             bitrate_ceiling=self.law.ceiling,

@@ -200,9 +200,8 @@ class SnapshotCollector(Collector):
                 jitter.add_metric(label, value / 1000)
             if (value := _number(client.get("backlog_s"))) is not None:
                 backlog.add_metric(label, value)
-            if (value := _number(client.get("packets_lost"))) is not None:
-                # RTCP's cumulative count is signed (duplicates make it go below 0); a counter is not.
-                packets_lost.add_metric(label, max(0.0, value))
+            if (value := _number(client.get("packets_lost"))) is not None:  # never below 0 (links.py)
+                packets_lost.add_metric(label, value)
         yield from (family for family in (lost, jitter, backlog, packets_lost) if family.samples)
 
     def _recording(self) -> Iterator[Metric]:
